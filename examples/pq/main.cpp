@@ -1,0 +1,2 @@
+// The pq command-line driver.
+int main() { return 0; }

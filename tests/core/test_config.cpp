@@ -1,0 +1,3 @@
+#include <doctest/doctest.h>
+#include <pq/config.hpp>
+TEST_CASE("version") { CHECK(PQ_VERSION_MAJOR == 0); }
