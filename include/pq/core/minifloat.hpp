@@ -84,9 +84,10 @@ struct minifloat {
     const std::uint32_t sign = (u >> 31) ? sign_mask : 0u;
     if (bits_float(a) >= max_finite) return sign | max_code;
     if (a == 0u) return sign;  // +-0 (for UE8M0, code 0 is its smallest value)
+    // value = mant24 * 2^(e - 23) with bit 23 of mant24 set (float subnormals normalised)
+    const int e = ilog2(bits_float(a));
     const int fexp = static_cast<int>(a >> 23);
-    const int e = fexp == 0 ? -126 : fexp - 127;  // value = mant24 * 2^(e - 23)
-    const std::uint32_t mant24 = fexp == 0 ? (a & 0x7fffffu) : ((a & 0x7fffffu) | 0x800000u);
+    const std::uint32_t mant24 = fexp == 0 ? (a & 0x7fffffu) << (-126 - e) : ((a & 0x7fffffu) | 0x800000u);
     const int e_target = e > min_exponent ? e : min_exponent;  // binade the result lives in
     const int shift = 23 + e_target - Man - e;                 // >= 23 - Man > 0
     std::uint32_t q = 0;

@@ -12,13 +12,17 @@
 
 namespace pq {
 
+// The smallest BF16 scale >= s (a zero scale becomes 2^-7, as compressed-tensors does). Rounding up
+// rather than to nearest keeps every element of the group within half a step of its code: with
+// compressed-tensors' RNE the INT8 extreme can saturate by 0.75 of a step.
 PQ_HD constexpr std::uint32_t bf16_scale_code(float s) {
-  const std::uint32_t code = bf16::encode(s);
-  return bf16::decode(code) == 0.0f ? bf16::encode(0x1p-7f) : code;  // zero scale -> 2^-7, as CT
+  std::uint32_t code = bf16::encode(s);
+  if (bf16::decode(code) < s) ++code;  // positive, finite: the next code is the next larger value
+  return bf16::decode(code) == 0.0f ? bf16::encode(0x1p-7f) : code;
 }
 
-// Symmetric: scale = BF16(amax / ((qmax - qmin) / 2)), i.e. amax/7.5 for 4 bits, amax/127.5 for 8 bits
-// (compressed-tensors' range convention: the top of the range maps to qmax + 0.5).
+// Symmetric: scale = amax / ((qmax - qmin) / 2), i.e. amax/7.5 for 4 bits, amax/127.5 for 8 bits
+// (compressed-tensors' range convention: the top of the range maps to qmax + 0.5), stored as BF16.
 template <class Int>
 PQ_HD constexpr qparams int_symmetric_params(float amax) {
   constexpr float half_range = (static_cast<float>(Int::max) - static_cast<float>(Int::min)) / 2.0f;
