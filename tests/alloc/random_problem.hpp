@@ -25,12 +25,12 @@ struct Rng {
 // integers (tight knapsack), losses either continuous or small integers (many exact ties).
 inline Problem random_problem(Rng& r, int max_units, int max_options) {
   Problem p;
-  for (int f = 0; f < max_options; ++f) p.format_names.push_back("F" + std::to_string(f));
+  for (int f = 0; f < max_options; ++f) p.format_names.push_back(std::string(1, 'F').append(std::to_string(f)));
   const bool integer_loss = r.uniform(0, 2) == 0;
   const auto n = static_cast<int>(r.uniform(1, max_units));
   for (int i = 0; i < n; ++i) {
     Unit u;
-    u.name = "u" + std::to_string(i);
+    u.name = std::string(1, 'u').append(std::to_string(i));
     u.params = r.uniform(1, 8);
     const auto m = static_cast<int>(r.uniform(1, max_options));
     for (int f = 0; f < m; ++f) {
@@ -66,6 +66,33 @@ inline std::optional<Best> brute_force(const Problem& p, std::int64_t budget) {
     while (i < idx.size() && ++idx[i] == p.units[i].options.size()) idx[i++] = 0;
     if (i == idx.size()) return best;
   }
+}
+
+}  // namespace pq::alloc::test
+
+namespace pq::alloc::test {
+
+// Independent exact reference for larger instances with small integer bits: dynamic program over
+// the exact total bit count (O(units x options x total bits)).
+inline std::optional<Best> capacity_dp(const Problem& p, std::int64_t budget) {
+  const double inf = std::numeric_limits<double>::infinity();
+  std::vector<double> best(static_cast<std::size_t>(budget) + 1, inf), next;
+  best[0] = 0.0;
+  for (const Unit& u : p.units) {
+    next.assign(best.size(), inf);
+    for (std::size_t b = 0; b < best.size(); ++b) {
+      if (best[b] == inf) continue;
+      for (const Option& o : u.options) {
+        const std::size_t nb = b + static_cast<std::size_t>(o.stored_bits);
+        if (nb < next.size()) next[nb] = std::min(next[nb], best[b] + o.loss);
+      }
+    }
+    best.swap(next);
+  }
+  std::optional<Best> out;
+  for (std::size_t b = 0; b < best.size(); ++b)
+    if (best[b] != inf && (!out || best[b] < out->loss)) out = Best{best[b], static_cast<std::int64_t>(b)};
+  return out;
 }
 
 }  // namespace pq::alloc::test

@@ -84,6 +84,24 @@ TEST_CASE("optimal against brute force on random small instances") {
   CHECK(with_core > 100);  // the exact phase really is exercised
 }
 
+TEST_CASE("optimal against an exact capacity DP on random medium instances") {
+  Rng rng(99);
+  int with_core = 0;
+  for (int trial = 0; trial < 200; ++trial) {
+    const Problem p = random_problem(rng, 40, 6);
+    const Solver s(p);
+    const std::int64_t budget = rng.uniform(s.min_bits(), s.max_useful_bits() + 3);
+    const auto ref = pq::alloc::test::capacity_dp(p, budget);
+    REQUIRE(ref);
+    const Assignment a = s.solve_bits(budget);
+    if (a.stats.core_units > 0) ++with_core;
+    CHECK(a.bits <= budget);
+    CHECK(a.bits == bits_of(p, a));
+    CHECK(a.loss == doctest::Approx(ref->loss).epsilon(1e-12));
+  }
+  CHECK(with_core > 50);
+}
+
 TEST_CASE("budget edges: exactly the minimum, exactly all-BF16, between two options") {
   const Solver s(three_units());
   CHECK(s.min_bits() == 3 * 450);

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include <pq/alloc/detail/candidates.hpp>
+#include <pq/alloc/detail/core_dp.hpp>
 #include <pq/alloc/problem.hpp>
 
 namespace pq::alloc {
@@ -37,6 +38,7 @@ struct SolveStats {
   int core_units = 0;          // units the exact DP had to decide
   std::size_t max_frontier = 0;  // largest Pareto frontier the DP held
   std::size_t states = 0;        // frontier states created in total
+  double incumbent_gap = 0.0;    // heuristic incumbent minus Lagrangian bound, before the DP
 };
 
 struct Assignment {
@@ -95,9 +97,12 @@ class Solver {
     }
     const double lambda = segs_[p].slope;
     fill_leftover(pick, budget, p);
-    const double upper = sum_loss(pick);
     const Bound bound = lagrangian(lambda, budget);
-    std::vector<int> best = exact_core(pick, upper, bound, lambda, budget, out.stats);
+    // Restricted passes (options within a fraction of the gap) find a good incumbent cheaply;
+    // the last pass admits every option the bound allows and so certifies optimality.
+    std::vector<int> best = pick;
+    for (const double share : {1.0 / 256.0, 1.0 / 16.0, 1.0})
+      best = exact_core(best, sum_loss(best), bound, lambda, budget, share, out.stats);
     finish(out, best, bound.value);
     return out;
   }
@@ -114,17 +119,13 @@ class Solver {
     double margin;                  // floating-point slack added to every pruning test
     std::vector<double> unit_min;   // min_k (l_ik + lambda b_ik) per unit
   };
-  struct State {
-    std::int64_t bits;
-    double loss;
-    double rc;
-    int parent;   // index in previous frontier, -1 at the root
-    int cand;     // candidate chosen for the unit of this stage
-  };
 
   void prepare() {
     cands_.reserve(problem_.units.size());
-    for (const Unit& u : problem_.units) cands_.push_back(detail::non_dominated(u));
+    for (const Unit& u : problem_.units) {
+      cands_.push_back(detail::non_dominated(u));
+      max_options_ = std::max(max_options_, cands_.back().size());
+    }
     std::vector<std::vector<int>> hulls;
     for (int i = 0; i < static_cast<int>(cands_.size()); ++i) {
       const auto& c = cands_[static_cast<std::size_t>(i)];
@@ -212,82 +213,76 @@ class Solver {
     }
     const long double lb = static_cast<long double>(lambda) * static_cast<long double>(budget);
     b.value = static_cast<double>(sum - lb);
-    b.margin = static_cast<double>(1e-9L * (magnitude + lb) + 1e-300L);
+    // Worst-case rounding of recursive summation is (terms) * eps * sum|x|; the DP adds and
+    // removes each of the <= N m hull edges once, so 4 N m + 64 terms bound every sum it forms.
+    const auto terms = static_cast<long double>(4 * cands_.size() * max_options_ + 64);
+    b.margin = static_cast<double>(terms * std::numeric_limits<double>::epsilon() * (magnitude + lb) + 1e-300L);
     return b;
   }
 
-  // Step 3 + 4: prune by reduced cost, fix single-option units, DP over the rest.
+  // Step 3 + 4: admit options with rc <= share * (U - L) (all that can beat U when share is 1)
+  // besides the incumbent's, fix single-option units, exact DP over the rest.
   std::vector<int> exact_core(const std::vector<int>& incumbent, double upper, const Bound& bound,
-                              double lambda, std::int64_t budget, SolveStats& stats) const {
+                              double lambda, std::int64_t budget, double share, SolveStats& stats) const {
     const double gap = std::max(upper - bound.value, 0.0) + bound.margin;
-    std::vector<int> pick = incumbent;
-    std::vector<int> core;                       // unit indices
-    std::vector<std::vector<std::pair<int, double>>> viable;  // (candidate, rc) per core unit
-    std::int64_t fixed_bits = 0;
+    const double admit = share * gap;
+    if (share == 1.0) stats.incumbent_gap = upper - bound.value;
+    std::vector<int> fixed = incumbent;
+    std::vector<int> core;                     // unit indices
+    std::vector<std::vector<int>> core_cands;  // viable candidate indices per core unit
+    std::vector<detail::CoreItem> items;
+    std::int64_t capacity = budget;
     for (std::size_t i = 0; i < cands_.size(); ++i) {
-      std::vector<std::pair<int, double>> v;
+      detail::CoreItem item{{}, {}, -1};
+      std::vector<int> idx;
       for (std::size_t k = 0; k < cands_[i].size(); ++k) {
         const auto& c = cands_[i][k];
         const double rc = std::max(0.0, c.loss + lambda * static_cast<double>(c.bits) - bound.unit_min[i]);
-        if (rc <= gap) v.emplace_back(static_cast<int>(k), rc);
+        if (rc > admit && static_cast<int>(k) != incumbent[i]) continue;
+        if (static_cast<int>(k) == incumbent[i]) item.incumbent = static_cast<int>(idx.size());
+        idx.push_back(static_cast<int>(k));
+        item.cands.push_back(c);
+        item.rc.push_back(rc);
       }
-      if (v.size() == 1) {
-        pick[i] = v.front().first;
-        fixed_bits += cands_[i][static_cast<std::size_t>(v.front().first)].bits;
-      } else {
-        core.push_back(static_cast<int>(i));
-        viable.push_back(std::move(v));
+      // The incumbent meets every bound it defines, so it is always viable; guard anyway.
+      if (item.incumbent < 0) return incumbent;
+      if (idx.size() == 1) {
+        fixed[i] = idx.front();
+        capacity -= cands_[i][static_cast<std::size_t>(idx.front())].bits;
+        continue;
       }
+      core.push_back(static_cast<int>(i));
+      core_cands.push_back(std::move(idx));
+      items.push_back(std::move(item));
     }
-    stats.core_units = static_cast<int>(core.size());
-    const std::int64_t capacity = budget - fixed_bits;
-    if (core.empty() || capacity < 0) return incumbent;  // incumbent is then provably optimal
-    std::vector<std::int64_t> min_rest(core.size() + 1, 0);  // least bits the later core units need
-    for (std::size_t j = core.size(); j-- > 0;) {
-      std::int64_t m = std::numeric_limits<std::int64_t>::max();
-      for (const auto& [k, rc] : viable[j]) m = std::min(m, cands_[static_cast<std::size_t>(core[j])][static_cast<std::size_t>(k)].bits);
-      min_rest[j] = min_rest[j + 1] + m;
+    if (share == 1.0) stats.core_units = static_cast<int>(core.size());
+    if (core.empty()) return incumbent;
+    // Largest units first: what is left undecided is fine-grained, where the LP bound is tight.
+    std::vector<std::size_t> order(core.size());
+    for (std::size_t j = 0; j < order.size(); ++j) order[j] = j;
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+      return problem_.units[static_cast<std::size_t>(core[a])].params >
+             problem_.units[static_cast<std::size_t>(core[b])].params;
+    });
+    std::vector<detail::CoreItem> ordered;
+    for (const std::size_t j : order) ordered.push_back(std::move(items[j]));
+    detail::CoreStats cs;
+    const auto picks = detail::solve_core(ordered, capacity, gap, bound.margin, cs);
+    stats.max_frontier = std::max(stats.max_frontier, cs.max_frontier);
+    stats.states += cs.states;
+    std::vector<int> best = incumbent;
+    double best_loss = sum_loss(best);
+    std::int64_t best_bits = sum_bits(best);
+    for (const auto& pk : picks) {
+      std::vector<int> full = fixed;
+      for (std::size_t j = 0; j < order.size(); ++j)
+        full[static_cast<std::size_t>(core[order[j]])] = core_cands[order[j]][static_cast<std::size_t>(pk[j])];
+      const double l = sum_loss(full);
+      const std::int64_t b = sum_bits(full);
+      if (b <= budget && (l < best_loss || (l == best_loss && b < best_bits)))
+        best = std::move(full), best_loss = l, best_bits = b;
     }
-    std::vector<std::vector<State>> stages;
-    stages.reserve(core.size());
-    std::vector<State> front{{0, 0.0, 0.0, -1, -1}};
-    std::vector<State> next;
-    for (std::size_t j = 0; j < core.size(); ++j) {
-      const auto& c = cands_[static_cast<std::size_t>(core[j])];
-      next.clear();
-      for (std::size_t s = 0; s < front.size(); ++s) {
-        for (const auto& [k, rc] : viable[j]) {
-          const auto& o = c[static_cast<std::size_t>(k)];
-          const State n{front[s].bits + o.bits, front[s].loss + o.loss, front[s].rc + rc,
-                        static_cast<int>(s), k};
-          if (n.bits + min_rest[j + 1] > capacity || n.rc > gap) continue;
-          next.push_back(n);
-        }
-      }
-      std::stable_sort(next.begin(), next.end(), [](const State& a, const State& b) {
-        if (a.bits != b.bits) return a.bits < b.bits;
-        return a.loss < b.loss;
-      });
-      std::vector<State> kept;
-      for (const State& n : next)
-        if (kept.empty() || n.loss < kept.back().loss) kept.push_back(n);
-      stats.states += kept.size();
-      stats.max_frontier = std::max(stats.max_frontier, kept.size());
-      stages.push_back(std::move(front));
-      front = std::move(kept);
-      if (front.empty()) return incumbent;  // nothing beats the incumbent: it is optimal
-    }
-    // The frontier's loss strictly decreases with bits: its last state is the best.
-    int s = static_cast<int>(front.size()) - 1;
-    std::vector<int> dp = pick;
-    const State* st = &front[static_cast<std::size_t>(s)];
-    for (std::size_t j = core.size(); j-- > 0;) {
-      dp[static_cast<std::size_t>(core[j])] = st->cand;
-      if (j > 0) st = &stages[j][static_cast<std::size_t>(st->parent)];
-    }
-    const double dp_loss = sum_loss(dp), inc_loss = sum_loss(incumbent);
-    if (dp_loss < inc_loss || (dp_loss == inc_loss && sum_bits(dp) < sum_bits(incumbent))) return dp;
-    return incumbent;
+    return best;
   }
 
   void finish(Assignment& out, const std::vector<int>& pick, double lower_bound) const {
@@ -302,6 +297,7 @@ class Solver {
   Problem problem_;
   std::int64_t params_ = 0;
   std::int64_t base_bits_ = 0;
+  std::size_t max_options_ = 0;
   std::vector<std::vector<detail::Candidate>> cands_;  // per unit, non-dominated, bits ascending
   std::vector<Segment> segs_;                          // all hull edges, slope descending
   std::vector<std::int64_t> prefix_;                   // prefix sums of segs_[].dbits
