@@ -38,7 +38,7 @@ inline position_losses sequence_losses(const matrix& ref_logits, const matrix& l
   for (Eigen::Index p = 0; p < logits.rows(); ++p) {
     const auto r = ref_logits.row(p), q = logits.row(p);
     const float rm = r.maxCoeff(), qm = q.maxCoeff();
-    const Eigen::ArrayXf re = (r.array() - rm).exp();
+    const Eigen::Array<float, 1, Eigen::Dynamic> re = (r.array() - rm).exp();
     const float rsum = re.sum();
     const double rlse = rm + std::log(static_cast<double>(rsum));
     const double qlse = qm + std::log(static_cast<double>((q.array() - qm).exp().sum()));
