@@ -1,0 +1,284 @@
+// pq/model/calibration.hpp: per-Linear calibration statistics (input Hessian, E[x^2], amax, Fisher sensitivity).
+#pragma once
+#include <pq/model/forward.hpp>
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace pq::model {
+
+// What one input site (the input shared by q/k/v, by gate/up, ...) looked like.
+struct input_stats {
+  matrix_d xtx;            // sum over tokens of x x^T, [K, K]: fp32 values, exact fp64 products and sums
+  vector_d mean_sq;        // E[x_k^2] per input channel
+  float amax = 0;          // max |x| over everything seen
+  std::int64_t tokens = 0; // tokens actually seen
+  double prior_tokens = 0; // pseudo-tokens of pooled statistics added to a rarely routed expert
+};
+
+struct linear_stats {
+  std::shared_ptr<const input_stats> input;  // shared by the Linears fed the same input
+  // Mean over tokens and output channels of (dL/dy)^2, L the summed next-token NLL of the
+  // calibration tokens: the diagonal empirical Fisher of the output, averaged. The predicted
+  // loss increase of a weight error dW is predicted_kl() below.
+  double sensitivity = 0;
+  std::int64_t gradient_tokens = 0;  // tokens behind `sensitivity` (routed ones for an expert)
+  double sensitivity_prior_tokens = 0;
+};
+
+struct calibration_stats {
+  std::map<std::string, linear_stats> linears;  // by HF Linear name
+  std::int64_t tokens = 0;           // calibration tokens entering the model
+  std::int64_t gradient_tokens = 0;  // of which went through the backward pass
+};
+
+// Which labels the backward pass uses: the data's next tokens (empirical Fisher) or tokens
+// drawn from the model's own distribution (a one-sample estimate of the true Fisher, whose
+// quadratic form is the KL to the unquantized model).
+enum class fisher_labels { next_token, sampled };
+
+struct calibration_options {
+  Eigen::Index gradient_sequences = 32;  // sequences that also run the backward pass
+  fisher_labels labels = fisher_labels::sampled;
+  unsigned seed = 0;                     // for sampled labels
+  // An expert that saw fewer tokens than this (0: its in_features) is topped up with pooled
+  // statistics of its layer's experts, as if it had seen that many tokens.
+  double min_expert_tokens = 0;
+};
+
+// The unweighted baseline: sum over tokens of |dW x|^2, i.e. tr(dW XtX dW^T).
+inline double output_error(const input_stats& in, const matrix& dw) {
+  const matrix_d d = dw.cast<double>();
+  return (d * in.xtx).cwiseProduct(d).sum();
+}
+
+// Predicted mean KL increase when `stats`' Linear gets weight error dW = W_q - W [out, in]:
+// 1/2 * sensitivity * tr(dW XtX dW^T) / tokens.
+inline double predicted_kl(const linear_stats& s, const matrix& dw, std::int64_t model_tokens) {
+  return 0.5 * s.sensitivity * output_error(*s.input, dw) / static_cast<double>(model_tokens);
+}
+namespace detail {
+
+class stats_collector final : public linear_hooks {
+public:
+  void on_input(std::span<const std::string* const> linears, const matrix& x) override {
+    const matrix_d xd = x.cast<double>();
+    matrix_d local = matrix_d::Zero(x.cols(), x.cols());
+    local.selfadjointView<Eigen::Lower>().rankUpdate(xd.transpose());
+    const vector_d sq = xd.cwiseAbs2().colwise().sum().transpose();
+    const float amax = x.cwiseAbs().maxCoeff();
+    std::lock_guard lock(m_);
+    site& s = sites_[*linears[0]];
+    if (s.names.empty()) {
+      for (const std::string* n : linears) s.names.push_back(*n);
+      s.xtx = matrix_d::Zero(x.cols(), x.cols());
+      s.sum_sq = vector_d::Zero(x.cols());
+    }
+    s.xtx += local;
+    s.sum_sq += sq;
+    s.amax = std::max(s.amax, amax);
+    s.tokens += x.rows();
+  }
+  void on_output_grad(const std::string& linear, const matrix& dy) override {
+    const double g2 = dy.cast<double>().squaredNorm();
+    std::lock_guard lock(m_);
+    grad& g = grads_[linear];
+    g.sum_sq += g2;
+    g.elements += dy.size();
+    g.tokens += dy.rows();
+  }
+
+  struct site {
+    std::vector<std::string> names;
+    matrix_d xtx;
+    vector_d sum_sq;
+    float amax = 0;
+    std::int64_t tokens = 0;
+  };
+  struct grad {
+    double sum_sq = 0;
+    std::int64_t elements = 0, tokens = 0;
+  };
+  std::map<std::string, site> sites_;
+  std::map<std::string, grad> grads_;
+
+private:
+  std::mutex m_;
+};
+
+// d(sum of NLLs)/d(final hidden) for rows holding whole sequences; the last position has no label.
+inline matrix loss_gradient(const head_weights& head, const forward_config& c, const matrix& h, const token_batch& t,
+                            fisher_labels labels, unsigned seed) {
+  const Eigen::Index len = t.length;
+  matrix dh(h.rows(), h.cols());
+  for (Eigen::Index s = 0; s < t.sequences; ++s) {
+    const matrix hs = h.middleRows(s * len, len);
+    const matrix xn = rmsnorm(hs, head.norm, c.rms_eps);
+    matrix dl = xn * head.lm_head.transpose();
+    std::mt19937 rng(seed + static_cast<unsigned>(s));
+    for (Eigen::Index p = 0; p < len; ++p) {
+      auto row = dl.row(p);
+      if (p + 1 == len) {
+        row.setZero();
+        continue;
+      }
+      row = (row.array() - row.maxCoeff()).exp().matrix();
+      row /= row.sum();
+      Eigen::Index label = t.at(s, p + 1);
+      if (labels == fisher_labels::sampled) {
+        std::discrete_distribution<Eigen::Index> pick(row.data(), row.data() + row.size());
+        label = pick(rng);
+      }
+      row(label) -= 1.0f;
+    }
+    dh.middleRows(s * len, len) = rmsnorm_backward(hs, head.norm, c.rms_eps, dl * head.lm_head);
+  }
+  return dh;
+}
+
+// The experts' input sites: the input shared by gate_proj/up_proj, and the one of down_proj.
+struct expert_site {
+  std::vector<std::string> projections;  // the first one keys the site
+  Eigen::Index in_features;
+};
+inline std::vector<expert_site> expert_sites(const forward_config& c) {
+  return {{{"gate_proj", "up_proj"}, c.hidden}, {{"down_proj"}, c.moe.expert_intermediate}};
+}
+inline std::string expert_prefix(int layer, int expert) {
+  return layer_prefix(layer) + ".mlp.experts." + std::to_string(expert) + ".";
+}
+
+// Pooled per-token statistics of one site over all experts of a layer.
+struct pooled_site {
+  matrix_d xtx;
+  vector_d sum_sq;
+  float amax = 0;
+  std::int64_t tokens = 0;
+};
+inline pooled_site pool(const forward_config& c, int layer, const expert_site& site,
+                        const std::map<std::string, std::shared_ptr<input_stats>>& inputs) {
+  pooled_site p{matrix_d::Zero(site.in_features, site.in_features), vector_d::Zero(site.in_features), 0, 0};
+  for (int e = 0; e < c.moe.num_experts; ++e) {
+    const auto it = inputs.find(expert_prefix(layer, e) + site.projections[0]);
+    if (it == inputs.end()) continue;
+    const input_stats& s = *it->second;
+    p.xtx += s.xtx;
+    p.sum_sq += s.mean_sq * static_cast<double>(s.tokens);
+    p.amax = std::max(p.amax, s.amax);
+    p.tokens += s.tokens;
+  }
+  if (p.tokens == 0) throw model_error("calibration: no token was routed to any expert of layer " + std::to_string(layer));
+  return p;
+}
+// Mean sensitivity over all routed gradient tokens of `<expert>.<projection>` in the layer.
+inline double pooled_sensitivity(const forward_config& c, int layer, const std::string& projection,
+                                 const calibration_stats& out) {
+  double g2 = 0, tokens = 0;
+  for (int e = 0; e < c.moe.num_experts; ++e) {
+    const linear_stats& ls = out.linears.at(expert_prefix(layer, e) + projection);
+    g2 += ls.sensitivity * static_cast<double>(ls.gradient_tokens);
+    tokens += static_cast<double>(ls.gradient_tokens);
+  }
+  return tokens > 0 ? g2 / tokens : 0.0;
+}
+
+// Tops up every expert of MoE layer `layer` that saw fewer than `min_tokens` tokens (0: its
+// in_features) with the pooled per-token statistics of all the layer's experts, as if it had
+// seen that many; an expert no token reached gets the pooled statistics alone.
+inline void damp_experts(const forward_config& c, int layer, double min_tokens, calibration_stats& out,
+                         std::map<std::string, std::shared_ptr<input_stats>>& inputs) {
+  for (const expert_site& site : expert_sites(c)) {
+    const pooled_site p = pool(c, layer, site, inputs);
+    const double need = min_tokens > 0 ? min_tokens : static_cast<double>(site.in_features);
+    std::vector<double> pooled_sens;  // per projection, before any expert is damped
+    for (const std::string& proj : site.projections) pooled_sens.push_back(pooled_sensitivity(c, layer, proj, out));
+    for (int e = 0; e < c.moe.num_experts; ++e) {
+      const std::string pre = expert_prefix(layer, e);
+      auto& slot = inputs[pre + site.projections[0]];
+      if (!slot) {
+        slot = std::make_shared<input_stats>(input_stats{matrix_d::Zero(site.in_features, site.in_features),
+                                                         vector_d::Zero(site.in_features), 0, 0, 0});
+        for (const std::string& proj : site.projections) inputs[pre + proj] = slot;
+      }
+      input_stats& s = *slot;
+      if (const double extra = need - static_cast<double>(s.tokens); extra > 0) {
+        const double share = extra / static_cast<double>(p.tokens);
+        s.xtx += p.xtx * share;
+        s.mean_sq = (s.mean_sq * static_cast<double>(s.tokens) + p.sum_sq * share) / need;
+        s.amax = std::max(s.amax, p.amax);
+        s.prior_tokens = extra;
+      }
+      for (std::size_t j = 0; j < site.projections.size(); ++j) {
+        linear_stats& ls = out.linears.at(pre + site.projections[j]);
+        const double extra = need - static_cast<double>(ls.gradient_tokens);
+        if (extra <= 0) continue;
+        ls.sensitivity = (ls.sensitivity * static_cast<double>(ls.gradient_tokens) + pooled_sens[j] * extra) / need;
+        ls.sensitivity_prior_tokens = extra;
+      }
+    }
+  }
+}
+
+}  // namespace detail
+
+// Runs the source model on the calibration tokens, one layer resident at a time: all
+// sequences feed the input statistics; the first `gradient_sequences` also run the backward
+// pass (their layer inputs are kept: layers x tokens x hidden fp32) for the sensitivities.
+inline calibration_stats calibrate(const runner& model, const token_batch& calib, const calibration_options& opt = {}) {
+  const forward_config& c = model.config();
+  const Eigen::Index len = calib.length;
+  const token_batch grad_batch = calib.first(opt.gradient_sequences);
+  const Eigen::Index grad_rows = grad_batch.tokens();
+  detail::stats_collector hooks;
+
+  matrix h = model.embed(calib);
+  std::vector<matrix> kept;
+  for (int i = 0; i < c.layers; ++i) {
+    kept.push_back(h.topRows(grad_rows));
+    model.run_layer(model.load_layer(i), h, len, &hooks);
+  }
+  matrix dh = detail::loss_gradient(model.load_head(), c, h.topRows(grad_rows), grad_batch, opt.labels, opt.seed);
+  h.resize(0, 0);
+  for (int i = c.layers - 1; i >= 0; --i) {
+    dh = model.backward_layer(model.load_layer(i), kept[static_cast<std::size_t>(i)], dh, len, &hooks);
+    kept[static_cast<std::size_t>(i)].resize(0, 0);
+  }
+
+  calibration_stats out;
+  out.tokens = calib.tokens();
+  out.gradient_tokens = grad_rows;
+  std::map<std::string, std::shared_ptr<input_stats>> inputs;  // by every Linear name
+  for (auto& [key, s] : hooks.sites_) {
+    auto in = std::make_shared<input_stats>();
+    in->xtx = s.xtx.selfadjointView<Eigen::Lower>();
+    in->mean_sq = s.sum_sq / static_cast<double>(s.tokens);
+    in->amax = s.amax;
+    in->tokens = s.tokens;
+    for (const auto& n : s.names) inputs[n] = in;
+  }
+  for (int i = 0; i < c.layers; ++i)
+    for (const std::string& name : linear_names(c, i)) {
+      linear_stats ls;
+      const auto g = hooks.grads_.find(name);
+      if (g != hooks.grads_.end()) {
+        ls.sensitivity = g->second.sum_sq / static_cast<double>(g->second.elements);
+        ls.gradient_tokens = g->second.tokens;
+      }
+      out.linears[name] = ls;
+    }
+  for (int i = 0; i < c.layers; ++i)
+    if (c.is_moe_layer(i)) detail::damp_experts(c, i, opt.min_expert_tokens, out, inputs);
+  for (auto& [name, ls] : out.linears) {
+    const auto in = inputs.find(name);
+    if (in != inputs.end()) ls.input = in->second;
+    if (!ls.input) throw model_error("calibration: Linear '" + name + "' received no input");
+  }
+  return out;
+}
+
+}  // namespace pq::model
