@@ -31,7 +31,6 @@ struct fixture {
 TEST_CASE_TEMPLATE_DEFINE("quantize_linear", F, linear_suite) {
   const fixture fx;
   pq::gptq_factor_cache cache;
-  double gptq_error = 0.0;
   for (pq::rounding m : {pq::rounding::rtn, pq::rounding::sweep, pq::rounding::gptq, pq::rounding::gptq_sweep}) {
     CAPTURE(pq::rounding_name(m));
     pq::quant_options o;
@@ -42,8 +41,6 @@ TEST_CASE_TEMPLATE_DEFINE("quantize_linear", F, linear_suite) {
     CHECK(r.output_error <= r.rtn_output_error);
     CHECK(r.predicted_loss == doctest::Approx(2.5 * r.output_error));
     if (m == pq::rounding::rtn) CHECK(r.kept == pq::rounding::rtn);
-    if (m == pq::rounding::gptq) gptq_error = r.output_error;
-    if (m == pq::rounding::gptq_sweep) CHECK(r.output_error <= gptq_error);
 
     // What is priced is what ships: pack, read back, dequantize, measure again.
     const auto tensors = pq::pack(r.q, fx.calib.amax);

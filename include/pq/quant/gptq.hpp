@@ -6,6 +6,7 @@
 #include <memory>
 #include <mutex>
 #include <numeric>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -19,6 +20,7 @@
 #include <pq/quant/error.hpp>
 #include <pq/quant/hessian.hpp>
 #include <pq/quant/parallel.hpp>
+#include <pq/quant/scale_sweep.hpp>
 
 namespace pq {
 
@@ -102,8 +104,8 @@ class gptq_factor_cache {
 namespace detail {
 // GPTQ of rows [r0, r1) of row-major w; writes their codes and parameters into q.
 template <Format F>
-void gptq_rows(std::span<const float> w, const gptq_factor& f, index_t block, index_t r0, index_t r1,
-               quantized_matrix<F>& q) {
+void gptq_rows(std::span<const float> w, const gptq_factor& f, index_t block, const std::optional<sweep_options>& sweep,
+               index_t r0, index_t r1, quantized_matrix<F>& q) {
   const index_t m = r1 - r0, n = q.cols, gw = group_width<F>(n), gpr = groups_per_row<F>(n);
   const auto& order = f.order;
   std::vector<index_t> position(static_cast<std::size_t>(n));
@@ -114,8 +116,10 @@ void gptq_rows(std::span<const float> w, const gptq_factor& f, index_t block, in
     for (index_t i = 0; i < m; ++i) W(i, k) = w[static_cast<std::size_t>((r0 + i) * n + order[static_cast<std::size_t>(k)])];
   Eigen::MatrixXf E(m, block);  // scaled errors of the current block
   std::vector<char> seen(static_cast<std::size_t>(gpr), 0);
-  Eigen::MatrixXf G(m, gw);     // a group's current weights, original column order
-  std::vector<Eigen::Index> ahead;  // positions (beyond the block) of a group's columns
+  Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> G(m, gw);  // a group's current weights
+  std::vector<Eigen::Index> ahead;  // the group's columns beyond the block
+  std::vector<double> saliency(static_cast<std::size_t>(gw));  // 1/U_pp²: OBS cost per unit² of error
+  std::vector<typename F::code_type> scratch(static_cast<std::size_t>(gw));
 
   for (index_t i1 = 0; i1 < n; i1 += block) {
     const index_t i2 = std::min(i1 + block, n);
@@ -136,9 +140,20 @@ void gptq_rows(std::span<const float> w, const gptq_factor& f, index_t block, in
           for (Eigen::Index j : ahead)
             G.col(j).noalias() -= E.leftCols(k - i1) *
                                   f.U.col(position[static_cast<std::size_t>(g * gw + j)]).segment(i1, k - i1);
-        for (index_t i = 0; i < m; ++i)
-          q.params[static_cast<std::size_t>((r0 + i) * gpr + g)] =
-              F::group_params(G.row(i).minCoeff(), G.row(i).maxCoeff(), q.tensor_scale);
+        if (sweep)
+          for (index_t j = 0; j < gw; ++j) {
+            const double u = f.U(position[static_cast<std::size_t>(g * gw + j)], position[static_cast<std::size_t>(g * gw + j)]);
+            saliency[static_cast<std::size_t>(j)] = 1.0 / (u * u);
+          }
+        for (index_t i = 0; i < m; ++i) {
+          const float* x = G.row(i).data();
+          qparams p = F::group_params(G.row(i).minCoeff(), G.row(i).maxCoeff(), q.tensor_scale);
+          if (sweep) {
+            const double e = round_group<F>(x, saliency.data(), p, gw, scratch.data());
+            p = sweep_group<F>(x, saliency.data(), gw, q.tensor_scale, *sweep, p, e, scratch.data()).first;
+          }
+          q.params[static_cast<std::size_t>((r0 + i) * gpr + g)] = p;
+        }
       }
       const float d = f.U(k, k);
       auto* codes = q.codes.data() + r0 * n + c;
@@ -159,9 +174,14 @@ void gptq_rows(std::span<const float> w, const gptq_factor& f, index_t block, in
 
 // GPTQ of row-major w [rows, cols] against a factor of the same Linear's Hessian. Rows are independent
 // given the factor and are split over `threads` (0: all cores); a fixed thread count is deterministic.
+// With `group_sweep`, each group's parameters are not the scale rule's alone but the best of the sweep's
+// candidates for the group's current (error-updated) weights, each weighted by its OBS saliency 1/U_pp²
+// (the rule's own parameters are the incumbent): the scale sweep on top of GPTQ, inside its loop, so
+// that GPTQ's error feedback sees the scale that ships.
 template <Format F>
 quantized_matrix<F> quantize_gptq(std::span<const float> w, index_t rows, index_t cols, float tensor_scale,
-                                  const gptq_factor& f, index_t block_size = 128, int threads = 0) {
+                                  const gptq_factor& f, index_t block_size = 128, int threads = 0,
+                                  const std::optional<sweep_options>& group_sweep = std::nullopt) {
   require_accepts<F>(rows, cols);
   if (static_cast<index_t>(w.size()) != rows * cols || f.U.cols() != cols)
     throw quant_error(std::string(F::name) + " GPTQ: weights or Hessian factor do not match " + std::to_string(rows) +
@@ -170,7 +190,7 @@ quantized_matrix<F> quantize_gptq(std::span<const float> w, index_t rows, index_
   q.codes.resize(static_cast<std::size_t>(rows * cols));
   q.params.resize(static_cast<std::size_t>(rows * groups_per_row<F>(cols)));
   const index_t block = std::clamp<index_t>(block_size, 1, cols);
-  parallel_rows(rows, threads, [&](index_t r0, index_t r1) { detail::gptq_rows<F>(w, f, block, r0, r1, q); });
+  parallel_rows(rows, threads, [&](index_t r0, index_t r1) { detail::gptq_rows<F>(w, f, block, group_sweep, r0, r1, q); });
   return q;
 }
 

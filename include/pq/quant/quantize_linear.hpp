@@ -28,7 +28,7 @@ enum class rounding : std::uint8_t {
   rtn,         // the format's scale rule, round to nearest
   sweep,       // RTN, then the scale sweep
   gptq,        // GPTQ
-  gptq_sweep,  // GPTQ, then the scale sweep against GPTQ's codes
+  gptq_sweep,  // GPTQ whose group scales are swept on the error-updated weights (see quantize_gptq)
 };
 
 inline std::string_view rounding_name(rounding r) {
@@ -155,12 +155,14 @@ linear_result<F> quantize_linear(const linear_input& in, const quant_options& op
     gptq_factor_cache& factors = cache ? *cache : local;
     std::optional<cost_hessian> heldout;
     if (dampings.size() > 1) heldout.emplace(*in.heldout);
+    const auto group_sweep = opt.method == rounding::gptq_sweep ? std::optional<sweep_options>(sweep) : std::nullopt;
     std::optional<quantized_matrix<F>> gq;
     float chosen = dampings.front();
     double chosen_err = 0.0;
     for (float d : dampings) {
       quantized_matrix<F> q = quantize_gptq<F>(in.weight, in.rows, in.cols, tensor_scale,
-                                               factors.get(*in.stats, d, opt.act_order), opt.block_size, opt.threads);
+                                               factors.get(*in.stats, d, opt.act_order), opt.block_size, opt.threads,
+                                               group_sweep);
       if (dampings.size() == 1) {
         gq = std::move(q);
         break;
@@ -172,14 +174,7 @@ linear_result<F> quantize_linear(const linear_input& in, const quant_options& op
         chosen_err = e;
       }
     }
-    if (opt.method == rounding::gptq_sweep) {
-      quantized_matrix<F> swept = *gq;
-      scale_sweep<F>(in.weight, x2, swept, sweep, opt.threads);
-      consider(std::move(*gq), rounding::gptq, chosen);
-      consider(std::move(swept), rounding::gptq_sweep, chosen);
-    } else {
-      consider(std::move(*gq), rounding::gptq, chosen);
-    }
+    consider(std::move(*gq), opt.method, chosen);
   }
   best.predicted_loss = predicted_loss(best.output_error, in.sensitivity);
   return best;

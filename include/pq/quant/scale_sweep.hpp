@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <span>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <pq/formats/format.hpp>
 #include <pq/formats/quantized.hpp>
@@ -48,11 +50,36 @@ double round_group(const float* w, const double* d, qparams p, index_t n, typena
   return e;
 }
 
-// Improves `q` (the rounding of row-major `w` [q.rows, q.cols], e.g. RTN's or GPTQ's) group by group:
-// candidate parameters are F::group_params(α·lo, α·hi, tensor scale) of the group's range in `w`, so every
-// candidate is storable; a candidate replaces the group's codes and parameters only when its error
-// Σ_j d_j (w_j − ŵ_j)², d_j = col_weight[j] (E[x_j²]), is strictly below the incoming group's. Formats
-// without a scale (BF16) are left as they are. Returns the number of groups replaced.
+// The best of the candidates F::group_params(α·lo, α·hi, tensor_scale) for the n values x with weights d,
+// [lo, hi] being their range, against an incumbent (params, error): a candidate wins only when its error
+// Σ_j d_j (x_j − ŵ_j)² is strictly lower. Neighbouring α that encode to the same scale are evaluated once.
+template <Format F>
+std::pair<qparams, double> sweep_group(const float* x, const double* d, index_t n, float tensor_scale,
+                                       const sweep_options& opt, qparams incumbent, double incumbent_error,
+                                       typename F::code_type* scratch) {
+  const auto [lo, hi] = std::minmax_element(x, x + n);
+  qparams best = incumbent, last{};
+  double best_err = incumbent_error;
+  bool have_last = false;
+  for (int k = 0; k < opt.candidates; ++k) {
+    const float a = sweep_alpha(opt, k);
+    const qparams c = F::group_params(a * *lo, a * *hi, tensor_scale);
+    if (have_last && c == last) continue;
+    last = c;
+    have_last = true;
+    const double e = round_group<F>(x, d, c, n, scratch);
+    if (e < best_err) {
+      best_err = e;
+      best = c;
+    }
+  }
+  return {best, best_err};
+}
+
+// Improves `q` (the rounding of row-major `w` [q.rows, q.cols], e.g. RTN's) group by group with
+// sweep_group, the incumbent being q's own group (its codes and parameters), the weights
+// d_j = col_weight[j] (E[x_j²]). Every candidate comes from the format's scale rule, so every result is
+// storable. Formats without a scale (BF16) are left as they are. Returns the number of groups replaced.
 template <Format F>
 index_t scale_sweep(std::span<const float> w, std::span<const double> col_weight, quantized_matrix<F>& q,
                     const sweep_options& opt = {}, int threads = 0) {
@@ -64,34 +91,18 @@ index_t scale_sweep(std::span<const float> w, std::span<const double> col_weight
       throw quant_error(std::string(F::name) + " scale sweep: weights or column weights do not match the matrix");
     std::vector<index_t> replaced_by_row(static_cast<std::size_t>(rows), 0);
     parallel_rows(rows, threads, [&](index_t r0, index_t r1) {
-      std::vector<typename F::code_type> cand(static_cast<std::size_t>(gw)), best(static_cast<std::size_t>(gw));
+      std::vector<typename F::code_type> scratch(static_cast<std::size_t>(gw));
       for (index_t r = r0; r < r1; ++r)
         for (index_t g = 0; g < gpr; ++g) {
           const float* x = w.data() + r * cols + g * gw;
           const double* d = col_weight.data() + g * gw;
           auto* codes = q.codes.data() + r * cols + g * gw;
           qparams& p = q.params[static_cast<std::size_t>(r * gpr + g)];
-          const auto [lo, hi] = std::minmax_element(x, x + gw);
-          double best_err = weighted_group_error<F>(x, d, codes, p, gw);
-          qparams best_p = p, last{};
-          bool improved = false, have_last = false;
-          for (int k = 0; k < opt.candidates; ++k) {
-            const float a = sweep_alpha(opt, k);
-            const qparams c = F::group_params(a * *lo, a * *hi, q.tensor_scale);
-            if (have_last && c == last) continue;  // neighbouring α often encode to the same scale
-            last = c;
-            have_last = true;
-            const double e = round_group<F>(x, d, c, gw, cand.data());
-            if (e < best_err) {
-              best_err = e;
-              best_p = c;
-              best.swap(cand);
-              improved = true;
-            }
-          }
-          if (improved) {
-            p = best_p;
-            std::copy(best.begin(), best.end(), codes);
+          const double incumbent = weighted_group_error<F>(x, d, codes, p, gw);
+          const auto [best, err] = sweep_group<F>(x, d, gw, q.tensor_scale, opt, p, incumbent, scratch.data());
+          if (err < incumbent) {
+            p = best;
+            round_group<F>(x, d, best, gw, codes);
             ++replaced_by_row[static_cast<std::size_t>(r)];
           }
         }
