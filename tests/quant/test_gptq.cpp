@@ -12,6 +12,7 @@
 #include <pq/quant/cost.hpp>
 #include <pq/quant/gptq.hpp>
 #include <pq/quant/rtn.hpp>
+#include <pq/quant/scale_sweep.hpp>
 
 #include "synthetic.hpp"
 
@@ -96,6 +97,15 @@ TEST_CASE_TEMPLATE_DEFINE("GPTQ against RTN and the textbook reference", F, gptq
     const auto q = pq::quantize_gptq<F>(w, rows, cols, g, pq::make_gptq_factor(s, 0.01f, false), 128, 2);
     CHECK(q.codes == rtn.codes);
     CHECK(q.params == rtn.params);
+  }
+  SUBCASE("H = I, no damping: GPTQ with the group sweep is the scale sweep of RTN with unit weights") {
+    const auto s = diagonal_stats(std::vector<double>(cols, 1.0));
+    const auto q = pq::quantize_gptq<F>(w, rows, cols, g, pq::make_gptq_factor(s, 0.0f, false), 128, 2,
+                                        pq::sweep_options{});
+    auto swept = rtn;
+    pq::scale_sweep<F>(w, std::vector<double>(cols, 1.0), swept);
+    CHECK(q.codes == swept.codes);
+    CHECK(q.params == swept.params);
   }
   SUBCASE("diagonal H with act-order: permuted processing, groups still of original columns, RTN exactly") {
     std::vector<double> d(cols);
