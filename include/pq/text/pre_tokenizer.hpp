@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -13,16 +14,17 @@
 #include <nlohmann/json.hpp>
 
 #include "pq/text/byte_level.hpp"
+#include "pq/text/detail/nfc_inert.hpp"
 #include "pq/text/error.hpp"
 #include "pq/text/regex.hpp"
 #include "pq/text/utf8.hpp"
 
 namespace pq::text {
 
-// Unicode NFC is not implemented in full: pq accepts the text that NFC leaves unchanged by
-// construction (every code point below U+0300 or in CJK Unified Ideographs U+4E00..U+9FFF:
-// none has a decomposition or a non-zero combining class, and no two of them compose;
-// checked with Python's unicodedata) and rejects anything else.
+// Unicode NFC is not implemented in full: pq accepts text that NFC leaves unchanged by
+// construction (every code point in detail::nfc_inert_ranges: most of Unicode, including
+// Latin, Greek, Cyrillic, CJK, Hangul syllables and emoji) and rejects text with a code point
+// NFC might compose or reorder (combining marks, Hangul jamo, unassigned code points).
 enum class normalizer { none, nfc };
 
 inline normalizer parse_normalizer(const nlohmann::json& j, std::string_view source) {
@@ -37,18 +39,25 @@ inline normalizer parse_normalizer(const nlohmann::json& j, std::string_view sou
   throw text_error(std::string(source) + ": normalizer '" + type + "' is not supported (pq supports none or NFC)");
 }
 
-inline void apply_normalizer(normalizer n, std::string_view text) {
+inline bool is_nfc_inert(char32_t c) {
+  const auto& ranges = detail::nfc_inert_ranges;
+  const auto it = std::upper_bound(ranges.begin(), ranges.end(), c,
+                                   [](char32_t value, const auto& range) { return value < range.first; });
+  return it != ranges.begin() && c <= std::prev(it)->second;
+}
+
+// Checks that text is its own NFC (see above); throws text_error otherwise.
+inline void require_normalized(normalizer n, std::string_view text) {
   if (n == normalizer::none) return;
   std::size_t pos = 0;
   while (pos < text.size()) {
     const auto cp = decode_utf8_at(text, pos).value_or(code_point{0, 1});
-    const bool nfc_stable = cp.value < 0x300 || (cp.value >= 0x4E00 && cp.value <= 0x9FFF);
-    if (!nfc_stable) {
+    if (!is_nfc_inert(cp.value)) {
       char hex[16];
       std::snprintf(hex, sizeof hex, "U+%04X", static_cast<unsigned>(cp.value));
       throw text_error(std::string("text at byte offset ") + std::to_string(pos) + " has code point " + hex +
                        ", which this tokenizer's NFC normalizer may change; pq implements NFC only for "
-                       "Latin (below U+0300) and CJK ideograph text");
+                       "text without combining marks, Hangul jamo or unassigned code points");
     }
     pos += cp.length;
   }

@@ -27,11 +27,31 @@ struct split_piece {
   bool is_match;
 };
 
+// tokenizers' regex engines read \s as the Unicode White_Space property; PCRE2's \s also
+// takes U+180E. Spell \s and \S as that property so both engines split alike.
+inline std::string with_unicode_white_space(std::string_view pattern) {
+  std::string out;
+  out.reserve(pattern.size());
+  for (std::size_t i = 0; i < pattern.size(); ++i) {
+    if (pattern[i] != '\\' || i + 1 == pattern.size()) {
+      out += pattern[i];
+      continue;
+    }
+    const char next = pattern[++i];
+    if (next == 's') out += "\\p{White_Space}";
+    else if (next == 'S') out += "\\P{White_Space}";
+    else (out += '\\') += next;
+  }
+  return out;
+}
+
 class regex {
  public:
   enum class syntax { pattern, literal };
 
-  explicit regex(std::string_view pattern, syntax kind = syntax::pattern) {
+  explicit regex(std::string_view source_pattern, syntax kind = syntax::pattern) {
+    const std::string pattern =
+        kind == syntax::pattern ? with_unicode_white_space(source_pattern) : std::string(source_pattern);
     int error_code = 0;
     PCRE2_SIZE error_offset = 0;
     const uint32_t options = PCRE2_UTF | PCRE2_UCP | (kind == syntax::literal ? PCRE2_LITERAL : 0u);
@@ -40,7 +60,7 @@ class regex {
     if (!code) {
       PCRE2_UCHAR message[256];
       pcre2_get_error_message(error_code, message, sizeof message);
-      throw text_error("regex '" + std::string(pattern) + "' does not compile at offset " +
+      throw text_error("regex '" + std::string(source_pattern) + "' does not compile at offset " +
                        std::to_string(error_offset) + ": " + reinterpret_cast<const char*>(message));
     }
     code_.reset(code);

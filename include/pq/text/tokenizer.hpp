@@ -118,7 +118,7 @@ class tokenizer {
         ids.push_back(segment.token->id);
         continue;
       }
-      apply_normalizer(normalizer_, segment.text);
+      require_normalized(normalizer_, segment.text);
       for (const auto& word : pre_.words(segment.text)) encode_word(word, cache, ids);
     }
     if (specials == special_tokens::add) ids.insert(ids.end(), template_.suffix.begin(), template_.suffix.end());
