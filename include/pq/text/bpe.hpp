@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <queue>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -74,8 +75,7 @@ class bpe_model {
       }
     }
     std::vector<std::int32_t> symbols = initial_symbols(word);
-    while (symbols.size() > 1 && merge_best_pair(symbols)) {
-    }
+    merge_all(symbols);
     out.insert(out.end(), symbols.begin(), symbols.end());
   }
 
@@ -148,29 +148,50 @@ class bpe_model {
     return symbols;
   }
 
-  // Merges every occurrence (left to right) of the lowest-ranked adjacent pair; false if none.
-  bool merge_best_pair(std::vector<std::int32_t>& symbols) const {
-    const merge* best = nullptr;
-    std::uint64_t best_key = 0;
-    for (std::size_t i = 0; i + 1 < symbols.size(); ++i) {
-      const auto it = merges_.find(pair_key(symbols[i], symbols[i + 1]));
-      if (it != merges_.end() && (!best || it->second.rank < best->rank)) {
-        best = &it->second;
-        best_key = it->first;
-      }
+  // Applies merges lowest rank first, leftmost first among equal ranks (the order of
+  // tokenizers' Word::merge_all), in O(n log n) over a linked list of symbols.
+  void merge_all(std::vector<std::int32_t>& ids) const {
+    struct symbol {
+      std::int32_t id;
+      std::ptrdiff_t prev;
+      std::ptrdiff_t next;
+      bool alive;
+    };
+    struct candidate {
+      std::uint32_t rank;
+      std::ptrdiff_t pos;
+      bool operator>(const candidate& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+    };
+    const auto n = static_cast<std::ptrdiff_t>(ids.size());
+    std::vector<symbol> symbols;
+    symbols.reserve(ids.size());
+    for (std::ptrdiff_t i = 0; i < n; ++i) symbols.push_back({ids[static_cast<std::size_t>(i)], i - 1, i + 1 < n ? i + 1 : -1, true});
+    std::priority_queue<candidate, std::vector<candidate>, std::greater<>> queue;
+    const auto push = [&](std::ptrdiff_t pos) {
+      const auto& left = symbols[static_cast<std::size_t>(pos)];
+      if (left.next < 0) return;
+      const auto it = merges_.find(pair_key(left.id, symbols[static_cast<std::size_t>(left.next)].id));
+      if (it != merges_.end()) queue.push({it->second.rank, pos});
+    };
+    for (std::ptrdiff_t i = 0; i + 1 < n; ++i) push(i);
+    while (!queue.empty()) {
+      const candidate top = queue.top();
+      queue.pop();
+      auto& left = symbols[static_cast<std::size_t>(top.pos)];
+      if (!left.alive || left.next < 0) continue;
+      auto& right = symbols[static_cast<std::size_t>(left.next)];
+      const auto it = merges_.find(pair_key(left.id, right.id));
+      if (it == merges_.end() || it->second.rank != top.rank) continue;  // stale entry
+      left.id = it->second.merged;
+      right.alive = false;
+      left.next = right.next;
+      if (right.next >= 0) symbols[static_cast<std::size_t>(right.next)].prev = top.pos;
+      if (left.prev >= 0) push(left.prev);
+      push(top.pos);
     }
-    if (!best) return false;
-    std::size_t write = 0;
-    for (std::size_t read = 0; read < symbols.size(); ++read) {
-      if (read + 1 < symbols.size() && pair_key(symbols[read], symbols[read + 1]) == best_key) {
-        symbols[write++] = best->merged;
-        ++read;
-      } else {
-        symbols[write++] = symbols[read];
-      }
-    }
-    symbols.resize(write);
-    return true;
+    ids.clear();
+    for (std::ptrdiff_t i = n > 0 ? 0 : -1; i >= 0; i = symbols[static_cast<std::size_t>(i)].next)
+      ids.push_back(symbols[static_cast<std::size_t>(i)].id);
   }
 
   token_map vocab_;
