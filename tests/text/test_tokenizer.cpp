@@ -160,3 +160,22 @@ TEST_CASE("load_model_tokenizer checks config.json vocab_size") {
   CHECK(message.find("config.json: vocab_size 4096 is smaller than the tokenizer's 8192 ids") != std::string::npos);
   fs::remove_all(dir);
 }
+
+TEST_CASE("BPE merges lowest rank first, leftmost first among equals") {
+  // Hand-checked (and confirmed with tokenizers 0.23.3): with merges (a b) < (b a) < (a a), "aba" -> ab|a, "bab" -> b|ab, "aaa" -> aa|a,
+  // "abab" -> ab|ab; "aab" -> a|ab since (a b) outranks (a a).
+  const nlohmann::json j = {
+      {"model",
+       {{"type", "BPE"},
+        {"vocab", {{"a", 0}, {"b", 1}, {"ab", 2}, {"ba", 3}, {"aa", 4}}},
+        {"merges", {"a b", "b a", "a a"}}}},
+      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}},
+      {"decoder", {{"type", "ByteLevel"}}}};
+  const auto tok = tokenizer::from_json(j, "inline");
+  CHECK(tok.encode("aba") == ids{2, 0});
+  CHECK(tok.encode("bab") == ids{1, 2});
+  CHECK(tok.encode("aaa") == ids{4, 0});
+  CHECK(tok.encode("abab") == ids{2, 2});
+  CHECK(tok.encode("aab") == ids{0, 2});
+  CHECK(error_of([&] { tok.encode("c"); }).find("no token for 'c'") != std::string::npos);
+}
