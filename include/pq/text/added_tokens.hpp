@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -44,6 +45,7 @@ class added_vocabulary {
       v.tokens_.push_back(added_token{t.at("content").get<std::string>(), t.at("id").get<std::int32_t>(),
                                       t.value("special", false), t.value("lstrip", false), t.value("rstrip", false)});
       v.by_content_.emplace(v.tokens_.back().content, static_cast<std::int32_t>(v.tokens_.size() - 1));
+      v.by_id_.emplace(v.tokens_.back().id, v.tokens_.size() - 1);
     }
     v.build_matcher();
     return v;
@@ -55,8 +57,8 @@ class added_vocabulary {
   }
 
   const added_token* find(std::int32_t id) const {
-    const auto it = std::find_if(tokens_.begin(), tokens_.end(), [&](const added_token& t) { return t.id == id; });
-    return it == tokens_.end() ? nullptr : &*it;
+    const auto it = by_id_.find(id);
+    return it == by_id_.end() ? nullptr : &tokens_[it->second];
   }
 
   std::size_t id_bound() const {
@@ -118,6 +120,7 @@ class added_vocabulary {
 
   std::vector<added_token> tokens_;
   token_map by_content_;
+  std::unordered_map<std::int32_t, std::size_t> by_id_;
   std::shared_ptr<const regex> matcher_;
 };
 

@@ -122,34 +122,41 @@ class pre_tokenizer {
     return p;
   }
 
-  // Words of text (valid UTF-8, no added tokens) in the byte-level alphabet.
+  // Calls emit(word) for each word of text (valid UTF-8, no added tokens), in order, in the
+  // byte-level alphabet; nothing but the current word is materialized.
+  template <class Emit>
+  void for_each_word(std::string_view text, Emit&& emit) const {
+    apply(0, text, emit);
+  }
+
   std::vector<std::string> words(std::string_view text) const {
-    std::vector<std::string> pieces{std::string(text)};
-    for (const auto& step : steps_) {
-      std::vector<std::string> next;
-      for (const auto& piece : pieces) {
-        if (const auto* split = std::get_if<split_step>(&step)) apply_split(*split, piece, next);
-        else apply_byte_level(std::get<byte_level_step>(step), piece, next);
-      }
-      pieces = std::move(next);
-    }
-    return pieces;
+    std::vector<std::string> out;
+    for_each_word(text, [&](std::string&& w) { out.push_back(std::move(w)); });
+    return out;
   }
 
  private:
-  static void apply_split(const split_step& step, std::string_view piece, std::vector<std::string>& out) {
-    for (const auto& p : step.pattern->split(piece))
-      if (!(p.is_match && step.behavior == split_behavior::removed)) out.emplace_back(p.text);
-  }
-
-  void apply_byte_level(const byte_level_step& step, std::string_view piece, std::vector<std::string>& out) const {
-    std::string text(piece);
-    if (step.add_prefix_space && !text.starts_with(' ')) text.insert(0, 1, ' ');
-    if (!gpt2_) {
-      out.push_back(to_byte_level(text));
+  template <class Emit>
+  void apply(std::size_t step, std::string_view piece, Emit& emit) const {
+    if (const auto* split = std::get_if<split_step>(&steps_[step])) {
+      split->pattern->for_each_piece(piece, [&](const split_piece& p) {
+        if (!(p.is_match && split->behavior == split_behavior::removed)) apply(step + 1, p.text, emit);
+      });
       return;
     }
-    for (const auto& p : gpt2_->split(text)) out.push_back(to_byte_level(p.text));
+    // ByteLevel, the last step.
+    std::string with_prefix;
+    if (std::get<byte_level_step>(steps_[step]).add_prefix_space && !piece.starts_with(' ')) {
+      with_prefix.reserve(piece.size() + 1);
+      with_prefix.push_back(' ');
+      with_prefix.append(piece);
+      piece = with_prefix;
+    }
+    if (!gpt2_) {
+      emit(to_byte_level(piece));
+      return;
+    }
+    gpt2_->for_each_piece(piece, [&](const split_piece& p) { emit(to_byte_level(p.text)); });
   }
 
   std::vector<pre_step> steps_;

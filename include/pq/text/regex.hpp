@@ -67,12 +67,13 @@ class regex {
     pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // interpreter fallback when JIT is unavailable
   }
 
-  // All matches and the gaps between them, in order, covering text exactly (leftmost-first,
-  // non-overlapping; an empty match yields no piece). text must be valid UTF-8.
-  std::vector<split_piece> split(std::string_view text) const {
+  // Calls visit(split_piece) for all matches and the gaps between them, in order, covering
+  // text exactly (leftmost-first, non-overlapping; an empty match yields no piece). text must
+  // be valid UTF-8.
+  template <class Visit>
+  void for_each_piece(std::string_view text, Visit&& visit) const {
     std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> match(
         pcre2_match_data_create_from_pattern(code_.get(), nullptr), &pcre2_match_data_free);
-    std::vector<split_piece> pieces;
     std::size_t gap_start = 0;
     std::size_t search = 0;
     while (search <= text.size()) {
@@ -88,11 +89,16 @@ class regex {
         search = begin + decode_utf8_at(text, begin).value_or(code_point{0, 1}).length;
         continue;
       }
-      if (begin > gap_start) pieces.push_back({text.substr(gap_start, begin - gap_start), false});
-      pieces.push_back({text.substr(begin, end - begin), true});
+      if (begin > gap_start) visit(split_piece{text.substr(gap_start, begin - gap_start), false});
+      visit(split_piece{text.substr(begin, end - begin), true});
       gap_start = search = end;
     }
-    if (gap_start < text.size()) pieces.push_back({text.substr(gap_start), false});
+    if (gap_start < text.size()) visit(split_piece{text.substr(gap_start), false});
+  }
+
+  std::vector<split_piece> split(std::string_view text) const {
+    std::vector<split_piece> pieces;
+    for_each_piece(text, [&](const split_piece& p) { pieces.push_back(p); });
     return pieces;
   }
 

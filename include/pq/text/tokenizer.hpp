@@ -119,7 +119,7 @@ class tokenizer {
         continue;
       }
       require_normalized(normalizer_, segment.text);
-      for (const auto& word : pre_.words(segment.text)) encode_word(word, cache, ids);
+      pre_.for_each_word(segment.text, [&](const std::string& word) { encode_word(word, cache, ids); });
     }
     if (specials == special_tokens::add) ids.insert(ids.end(), template_.suffix.begin(), template_.suffix.end());
     return ids;
