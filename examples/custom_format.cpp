@@ -1,1 +1,93 @@
-int main() { return 0; }
+// A format pq does not ship, written outside pq's headers: a 3-bit normal-float codebook with a BF16
+// absmax scale per 64 columns ("NF3_G64"). Modelling the Format concept is all it takes: pq's RTN,
+// dequantization, stored-bit accounting and benchmarking apply to it unchanged.
+#include <array>
+#include <chrono>
+#include <random>
+#include <vector>
+
+#include <fmt/core.h>
+
+#include <pq/core/bf16.hpp>
+#include <pq/formats/bundle.hpp>
+#include <pq/formats/quantized.hpp>
+#include <pq/quant/rtn.hpp>
+
+// The element codec: 8 levels at Gaussian quantiles, scaled to [-1, 1]; nearest level, ties to even index.
+struct nf3 {
+  static constexpr std::string_view name = "NF3";
+  static constexpr int bits = 3;
+  static constexpr std::uint32_t code_count = 8;
+  static constexpr float level(std::uint32_t i) {
+    constexpr std::array<float, 8> levels{-1.0f, -0.5350f, -0.2469f, 0.0f, 0.1833f, 0.3819f, 0.6229f, 1.0f};
+    return levels[i & 7u];
+  }
+  PQ_HD static constexpr float decode(std::uint32_t code) { return level(code); }
+  PQ_HD static constexpr std::uint32_t encode(float y) {
+    std::uint32_t best = 0;
+    for (std::uint32_t i = 1; i < 8; ++i) {
+      const float d = y - level(i), b = y - level(best);
+      if (d * d < b * b || (d * d == b * b && (i & 1u) == 0u)) best = i;
+    }
+    return best;
+  }
+};
+
+struct NF3_G64 {
+  static constexpr std::string_view name = "NF3_G64";
+  using element = nf3;
+  using scale_codec = pq::bf16;
+  using code_type = std::uint8_t;
+  static constexpr pq::index_t group_size = 64;
+  static constexpr pq::index_t column_multiple = 64;
+  static constexpr bool has_tensor_scale = false;
+  static constexpr bool asymmetric = false;
+
+  PQ_HD static constexpr float tensor_scale(float) { return 1.0f; }
+  PQ_HD static constexpr pq::qparams group_params(float lo, float hi, float) {
+    std::uint32_t code = pq::bf16::encode(pq::max_abs(lo, hi));
+    if (pq::bf16::decode(code) == 0.0f) code = pq::bf16::encode(0x1p-7f);
+    return {code, pq::bf16::decode(code), 0};
+  }
+  PQ_HD static constexpr std::uint32_t quantize(float x, pq::qparams p) { return element::encode(x / p.scale); }
+  PQ_HD static constexpr float dequantize(std::uint32_t c, pq::qparams p) { return element::decode(c) * p.scale; }
+
+  // Stored as a dense 3-bit stream in int32 words plus one BF16 scale per group.
+  static constexpr auto stored_tensors(pq::index_t rows, pq::index_t cols) {
+    return std::array<pq::stored_tensor, 2>{{
+        {pq::tensor_role::codes, "weight_packed", pq::dtype::I32, {rows, (cols * 3 + 31) / 32}, 2},
+        {pq::tensor_role::block_scale, "weight_scale", pq::dtype::BF16, {rows, cols / 64}, 2},
+    }};
+  }
+  static constexpr std::optional<pq::ct_scheme> scheme = std::nullopt;  // research only
+};
+static_assert(pq::Format<NF3_G64>);
+
+template <pq::Format F>
+void report(const std::vector<float>& w, pq::index_t rows, pq::index_t cols) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto q = pq::quantize_rtn<F>(w, rows, cols);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto d = pq::dequantize(q);
+  double err = 0, ref = 0;
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    err += double(w[i] - d[i]) * (w[i] - d[i]);
+    ref += double(w[i]) * w[i];
+  }
+  const auto packed = pq::pack(q, 1.0f);
+  const auto back = pq::dequantize(pq::unpack<F>(packed, rows, cols));
+  fmt::print("{:<10} {:>7.4f} bits/w  relative MSE {:.3e}  RTN {:6.1f} M weights/s  pack round trip {}\n", F::name,
+             pq::bits_per_weight<F>(rows, cols), err / ref, double(w.size()) / s / 1e6, back == d ? "exact" : "BROKEN");
+}
+
+int main() {
+  const pq::index_t rows = 1024, cols = 1024;
+  std::mt19937 rng(0);
+  std::normal_distribution<float> nd(0.0f, 0.02f);
+  std::vector<float> w(rows * cols);
+  for (auto& x : w) x = nd(rng);
+  report<NF3_G64>(w, rows, cols);
+  report<pq::MXFP4>(w, rows, cols);
+  report<pq::NVFP4>(w, rows, cols);
+  report<pq::INT4_G128>(w, rows, cols);
+}

@@ -1,2 +1,23 @@
-// The pq command-line driver.
-int main() { return 0; }
+// pq: the command-line driver. Each subcommand lives in its own cmd_*.hpp beside this file.
+#include <exception>
+
+#include <CLI/CLI.hpp>
+#include <fmt/core.h>
+
+#include "cmd_formats.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{"pq: mixed-precision quantization of LLM checkpoints (compressed-tensors for vLLM)"};
+  app.set_version_flag("--version", PQ_VERSION_STRING);
+  app.require_subcommand(1);
+  pq::cli::add_formats_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "pq: error: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,40 @@
+// pq/core/integer.hpp: two's-complement integer codes of a given width (INT4, INT8), with the offset
+// ("unsigned") code u = q + 2^(bits-1) that compressed-tensors packs.
+#pragma once
+#include <cstdint>
+#include <string_view>
+
+#include <pq/core/bits.hpp>
+
+namespace pq {
+
+template <int Bits>
+struct signed_int {
+  static_assert(Bits >= 2 && Bits <= 8);
+  static constexpr int bits = Bits;
+  static constexpr bool is_signed = true;
+  static constexpr std::int32_t min = -(1 << (Bits - 1));
+  static constexpr std::int32_t max = (1 << (Bits - 1)) - 1;
+  static constexpr std::uint32_t offset = 1u << (Bits - 1);
+  static constexpr std::uint32_t code_count = 1u << Bits;
+  static constexpr float max_finite = static_cast<float>(max);
+
+  // Offset code u in [0, 2^bits) of the integer nearest to y (ties to even), clamped to [min, max].
+  // A NaN gives the code of 0.
+  PQ_HD static constexpr std::uint32_t encode(float y) {
+    if (is_nan(y)) return offset;
+    const float c = y < static_cast<float>(min) ? static_cast<float>(min)
+                  : y > static_cast<float>(max) ? static_cast<float>(max) : y;
+    return static_cast<std::uint32_t>(static_cast<std::int32_t>(round_half_even(c)) + (1 << (Bits - 1)));
+  }
+  PQ_HD static constexpr std::int32_t value(std::uint32_t code) {
+    return static_cast<std::int32_t>(code & (code_count - 1u)) - (1 << (Bits - 1));
+  }
+  PQ_HD static constexpr float decode(std::uint32_t code) { return static_cast<float>(value(code)); }
+  PQ_HD static constexpr float round(float y) { return decode(encode(y)); }
+};
+
+struct int4 : signed_int<4> { static constexpr std::string_view name = "INT4"; };
+struct int8 : signed_int<8> { static constexpr std::string_view name = "INT8"; };
+
+}  // namespace pq

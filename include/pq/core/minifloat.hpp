@@ -1,0 +1,122 @@
+// pq/core/minifloat.hpp: one generic small-float codec, described by its bits, and the named element and
+// scale types built from it (E2M1, E2M3, E3M2, E4M3, E5M2, UE4M3, UE8M0).
+#pragma once
+#include <cstdint>
+#include <string_view>
+
+#include <pq/core/bits.hpp>
+
+namespace pq {
+
+// Which codes are not finite numbers.
+enum class specials : std::uint8_t {
+  ieee,      // all-ones exponent: infinity (mantissa 0) or NaN (E5M2)
+  nan_only,  // only the all-ones code is NaN, no infinity (the "fn" types: E4M3, UE4M3, UE8M0)
+  none,      // every code is a finite number (E2M1, E2M3, E3M2)
+};
+
+// A floating-point code of `Exp` exponent bits and `Man` mantissa bits, optionally signed.
+// Everything else (bias, largest finite value, masks) is derived. Conversion from float is
+// round-to-nearest-even with saturation to the largest finite magnitude (inf saturates too). A NaN input
+// gives the NaN code where there is one, else +max. For unsigned types a negative input gives code 0.
+// `Subnormals = false` makes exponent field 0 an ordinary binade (UE8M0 has no zero: code 0 is 2^-127).
+template <int Exp, int Man, bool Signed, specials Specials, bool Subnormals = true>
+struct minifloat {
+  static_assert(Exp >= 1 && Exp <= 8 && Man >= 0 && Man <= 10, "not a small float");
+  static constexpr int exponent_bits = Exp;
+  static constexpr int mantissa_bits = Man;
+  static constexpr bool is_signed = Signed;
+  static constexpr specials special_values = Specials;
+  static constexpr bool has_subnormals = Subnormals;
+  static constexpr int bits = Exp + Man + (Signed ? 1 : 0);
+  static constexpr int bias = (1 << (Exp - 1)) - 1;
+  static constexpr std::uint32_t magnitude_mask = (1u << (Exp + Man)) - 1u;
+  static constexpr std::uint32_t sign_mask = Signed ? (1u << (Exp + Man)) : 0u;
+  static constexpr std::uint32_t code_count = 1u << bits;
+  // Largest finite magnitude code.
+  static constexpr std::uint32_t max_code = Specials == specials::ieee
+      ? ((((1u << Exp) - 1u) << Man) - 1u)
+      : Specials == specials::nan_only ? magnitude_mask - 1u : magnitude_mask;
+  static constexpr bool has_nan = Specials != specials::none;
+  static constexpr bool has_infinity = Specials == specials::ieee;
+  static constexpr std::uint32_t nan_code = Specials == specials::ieee
+      ? (((1u << Exp) - 1u) << Man) | (Man > 0 ? 1u << (Man - 1) : 0u)
+      : magnitude_mask;
+  // Exponent of the lowest binade's leading bit.
+  static constexpr int min_exponent = Subnormals ? 1 - bias : -bias;
+
+  PQ_HD static constexpr bool is_nan_code(std::uint32_t code) {
+    const std::uint32_t mag = code & magnitude_mask;
+    if constexpr (Specials == specials::ieee)
+      return (mag >> Man) == (1u << Exp) - 1u && (mag & ((1u << Man) - 1u)) != 0u;
+    else if constexpr (Specials == specials::nan_only)
+      return mag == magnitude_mask;
+    else
+      return false;
+  }
+
+  PQ_HD static constexpr float decode(std::uint32_t code) {
+    const std::uint32_t mag = code & magnitude_mask;
+    const bool negative = (code & sign_mask) != 0u;
+    const int efield = static_cast<int>(mag >> Man);
+    const int m = static_cast<int>(mag & ((1u << Man) - 1u));
+    float v;
+    if (is_nan_code(code)) {
+      return quiet_nan();
+    } else if (Specials == specials::ieee && efield == (1 << Exp) - 1) {
+      v = infinity();
+    } else if (Subnormals && efield == 0) {
+      v = static_cast<float>(m) * pow2(1 - bias - Man);
+    } else {
+      v = static_cast<float>((1 << Man) + m) * pow2(efield - bias - Man);
+    }
+    return negative ? -v : v;
+  }
+
+  static constexpr float max_finite = decode(max_code);
+  static constexpr float min_positive = decode(1u) > 0.0f ? decode(1u) : decode(0u);
+
+  PQ_HD static constexpr std::uint32_t encode(float x) {
+    const std::uint32_t u = float_bits(x);
+    const std::uint32_t a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return has_nan ? nan_code : max_code;
+    if ((u >> 31) && !Signed) return 0u;
+    const std::uint32_t sign = (u >> 31) ? sign_mask : 0u;
+    if (bits_float(a) >= max_finite) return sign | max_code;
+    if (a == 0u) return sign;  // +-0 (for UE8M0, code 0 is its smallest value)
+    // value = mant24 * 2^(e - 23) with bit 23 of mant24 set (float subnormals normalised)
+    const int e = ilog2(bits_float(a));
+    const int fexp = static_cast<int>(a >> 23);
+    const std::uint32_t mant24 = fexp == 0 ? (a & 0x7fffffu) << (-126 - e) : ((a & 0x7fffffu) | 0x800000u);
+    const int e_target = e > min_exponent ? e : min_exponent;  // binade the result lives in
+    const int shift = 23 + e_target - Man - e;                 // >= 23 - Man > 0
+    std::uint32_t q = 0;
+    if (shift < 25) {
+      q = mant24 >> shift;
+      const std::uint32_t rem = mant24 & ((1u << shift) - 1u);
+      const std::uint32_t half = 1u << (shift - 1);
+      if (rem > half || (rem == half && (q & 1u))) ++q;
+    }
+    // q counts quanta of 2^(e_target - Man); a carry into the next binade falls out of the addition.
+    if constexpr (Subnormals) {
+      return sign | ((static_cast<std::uint32_t>(e_target + bias - 1) << Man) + q);
+    } else {
+      if (q < (1u << Man)) q = 1u << Man;  // below the smallest value: saturate to it
+      return sign | ((static_cast<std::uint32_t>(e_target + bias) << Man) + q - (1u << Man));
+    }
+  }
+
+  // Round a float to the nearest representable value (encode then decode).
+  PQ_HD static constexpr float round(float x) { return decode(encode(x)); }
+};
+
+// Named codecs. The names are the OCP / CUTLASS spellings.
+struct e2m1 : minifloat<2, 1, true, specials::none> { static constexpr std::string_view name = "E2M1"; };
+struct e2m3 : minifloat<2, 3, true, specials::none> { static constexpr std::string_view name = "E2M3"; };
+struct e3m2 : minifloat<3, 2, true, specials::none> { static constexpr std::string_view name = "E3M2"; };
+struct e4m3 : minifloat<4, 3, true, specials::nan_only> { static constexpr std::string_view name = "E4M3"; };
+struct e5m2 : minifloat<5, 2, true, specials::ieee> { static constexpr std::string_view name = "E5M2"; };
+struct ue4m3 : minifloat<4, 3, false, specials::nan_only> { static constexpr std::string_view name = "UE4M3"; };
+struct ue8m0 : minifloat<8, 0, false, specials::nan_only, false> { static constexpr std::string_view name = "UE8M0"; };
+
+}  // namespace pq

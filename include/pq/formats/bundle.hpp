@@ -1,0 +1,69 @@
+// pq/formats/bundle.hpp: the registry of every format pq ships, compile-time bundles of a subset, and the
+// one place a run-time format name becomes a type.
+#pragma once
+#include <optional>
+#include <stdexcept>
+#include <type_traits>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <pq/core/type_list.hpp>
+#include <pq/formats/bf16.hpp>
+#include <pq/formats/format.hpp>
+#include <pq/formats/fp8.hpp>
+#include <pq/formats/int.hpp>
+#include <pq/formats/mxfp.hpp>
+#include <pq/formats/nvfp4.hpp>
+
+namespace pq {
+
+// A compile-time selection of formats, e.g. bundle<NVFP4, MXFP8_E4M3, BF16>.
+template <Format... Fs>
+using bundle = type_list<Fs...>;
+
+// Every format of the registry, in the order `pq formats` lists them.
+using all_formats = bundle<NVFP4, NVFP4A16, MXFP4, MXFP6_E3M2, MXFP6_E2M3, MXFP8_E4M3, FP8_CHANNEL, INT4_G128,
+                           INT4_G128_ASYM, INT8_CHANNEL, BF16>;
+
+struct unknown_format : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+
+template <class Bundle = all_formats>
+std::vector<std::string_view> format_names() {
+  std::vector<std::string_view> names;
+  Bundle::for_each([&](auto t) { names.push_back(decltype(t)::type::name); });
+  return names;
+}
+
+// Calls f(F{}) for the format of the bundle named `name` and returns its result; an unknown name is
+// an error listing the valid ones.
+template <class Bundle = all_formats, class Fn>
+auto visit_format(std::string_view name, Fn&& f) {
+  using first = decltype([]<class F, class... Rest>(type_list<F, Rest...>*) { return std::type_identity<F>{}; }(
+      static_cast<Bundle*>(nullptr)))::type;
+  using result = std::remove_cvref_t<decltype(f(first{}))>;
+  if constexpr (std::is_void_v<result>) {
+    const bool found = Bundle::any_of([&](auto t) {
+      if (decltype(t)::type::name != name) return false;
+      f(typename decltype(t)::type{});
+      return true;
+    });
+    if (found) return;
+  } else {
+    std::optional<result> out;
+    Bundle::any_of([&](auto t) {
+      if (decltype(t)::type::name != name) return false;
+      out.emplace(f(typename decltype(t)::type{}));
+      return true;
+    });
+    if (out) return std::move(*out);
+  }
+  std::string valid;
+  for (auto n : format_names<Bundle>()) valid += (valid.empty() ? "" : ", ") + std::string(n);
+  throw unknown_format("unknown format '" + std::string(name) + "'; valid formats: " + valid);
+}
+
+}  // namespace pq

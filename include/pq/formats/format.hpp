@@ -1,0 +1,119 @@
+// pq/formats/format.hpp: the Format concept every quantization format policy models, and what is
+// derived from a policy alone (stored bits, bits per weight, shape checks).
+#pragma once
+#include <array>
+#include <concepts>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include <pq/config.hpp>
+#include <pq/core/dtype.hpp>
+
+namespace pq {
+
+// Parameters of one quantization group, as stored and as used: `scale_code` is the stored block-scale
+// code (E4M3 byte, E8M0 byte or BF16 bits), `scale` the effective multiplier it decodes to (for NVFP4
+// already divided by the tensor's global scale), `zero` the integer zero point (asymmetric formats).
+struct qparams {
+  std::uint32_t scale_code = 0;
+  float scale = 1.0f;
+  std::int32_t zero = 0;
+  friend constexpr bool operator==(const qparams&, const qparams&) = default;
+};
+
+// What a stored tensor holds; the packer derives each one's bytes from its role and dtype.
+enum class tensor_role : std::uint8_t {
+  codes,               // element codes: FP4 nibbles (U8), int32 bit streams (I32), raw bytes (F8), BF16 bits
+  block_scale,         // one scale code per group
+  zero_point,          // asymmetric zero points, packed down the rows (I32)
+  global_scale,        // the decision unit's tensor scale (F32 [1])
+  input_global_scale,  // the activation tensor scale from calibration (F32 [1])
+  shape,               // [rows, cols] (I64 [2])
+};
+
+// One tensor a format stores per Linear [rows, cols]: the name suffix after "<linear>.", its dtype and shape.
+struct stored_tensor {
+  tensor_role role;
+  std::string_view suffix;
+  dtype type;
+  std::array<index_t, 2> shape;  // rank 1 tensors use shape[1] == 0
+  int rank;
+  constexpr index_t numel() const { return rank == 1 ? shape[0] : shape[0] * shape[1]; }
+  constexpr index_t bytes() const { return numel() * static_cast<index_t>(dtype_bits(type)) / 8; }
+};
+
+// compressed-tensors QuantizationArgs, the fields pq sets (the rest are written as their defaults).
+enum class ct_dynamic : std::uint8_t { no, yes, local };
+struct ct_args {
+  int num_bits;
+  std::string_view type;      // "int" | "float"
+  std::string_view strategy;  // "tensor_group" | "group" | "channel" | "token"
+  int group_size;             // 0 writes null
+  bool symmetric;
+  ct_dynamic dynamic;
+  std::string_view scale_dtype;  // "" writes null
+  std::string_view observer;     // "" writes null
+};
+// A compressed-tensors scheme: the config group a format exports as.
+struct ct_scheme {
+  std::string_view format;  // e.g. "nvfp4-pack-quantized"
+  ct_args weights;
+  std::optional<ct_args> input_activations;
+};
+
+// The Format concept. A policy is a stateless type; see formats/*.hpp for the registry's members.
+template <class F>
+concept Format = requires(float x, qparams p, std::uint32_t code, index_t n) {
+  { F::name } -> std::convertible_to<std::string_view>;
+  typename F::element;      // the element codec
+  typename F::code_type;    // unsigned integer holding one element code
+  { F::group_size } -> std::convertible_to<index_t>;  // 0: one group per row
+  { F::has_tensor_scale } -> std::convertible_to<bool>;
+  { F::tensor_scale(x) } -> std::same_as<float>;         // from the decision unit's amax
+  { F::group_params(x, x, x) } -> std::same_as<qparams>;  // from a group's min, max and the tensor scale
+  { F::quantize(x, p) } -> std::same_as<std::uint32_t>;
+  { F::dequantize(code, p) } -> std::same_as<float>;
+  { F::column_multiple } -> std::convertible_to<index_t>;  // the format accepts K % column_multiple == 0
+  F::stored_tensors(n, n);
+  { F::scheme } -> std::convertible_to<std::optional<ct_scheme>>;
+};
+
+// Columns per group of a [rows, cols] matrix, and groups per row.
+template <Format F> constexpr index_t group_width(index_t cols) { return F::group_size ? F::group_size : cols; }
+template <Format F> constexpr index_t groups_per_row(index_t cols) { return cols / group_width<F>(cols); }
+
+// Exact bytes stored for one Linear: every tensor the format writes, nothing else.
+template <Format F> constexpr index_t stored_bytes(index_t rows, index_t cols) {
+  index_t total = 0;
+  for (const auto& t : F::stored_tensors(rows, cols)) total += t.bytes();
+  return total;
+}
+template <Format F> constexpr double bits_per_weight(index_t rows, index_t cols) {
+  return 8.0 * static_cast<double>(stored_bytes<F>(rows, cols)) / static_cast<double>(rows * cols);
+}
+
+template <Format F> constexpr bool accepts(index_t rows, index_t cols) {
+  return rows > 0 && cols > 0 && cols % F::column_multiple == 0;
+}
+
+// Shapes a format does not accept are an error naming the format and the shape.
+struct unsupported_shape : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+template <Format F> void require_accepts(index_t rows, index_t cols, std::string_view what = "matrix") {
+  if (!accepts<F>(rows, cols))
+    throw unsupported_shape(std::string(F::name) + " does not accept the " + std::to_string(rows) + "x" +
+                            std::to_string(cols) + " " + std::string(what) + ": it needs a positive shape with " +
+                            "columns a multiple of " + std::to_string(F::column_multiple));
+}
+
+PQ_HD constexpr float max_abs(float lo, float hi) {
+  const float a = lo < 0.0f ? -lo : lo;
+  const float b = hi < 0.0f ? -hi : hi;
+  return a > b ? a : b;
+}
+
+}  // namespace pq

@@ -1,0 +1,203 @@
+// pq/pipeline/synth.hpp: seeded synthetic checkpoints shaped like real LLMs (Llama or Qwen2-MoE), with
+// the statistics that make quantization hard: heavy-tailed weights (Student-t) and a few outlier hidden
+// channels (large RMSNorm gains, hence large activations on the same input channels of every Linear).
+// Tensors are produced one at a time, so a checkpoint of any size streams to disk.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include <pq/core/bf16.hpp>
+#include <pq/config.hpp>
+
+namespace pq::pipeline {
+
+enum class synth_arch { llama, qwen2_moe };
+
+struct synth_options {
+  synth_arch arch = synth_arch::llama;
+  int hidden_size = 256;
+  int intermediate_size = 768;
+  int num_layers = 4;
+  int num_heads = 4;
+  int num_kv_heads = 2;
+  int head_dim = 64;
+  int vocab_size = 4096;
+  int num_experts = 8;              // qwen2_moe
+  int experts_per_token = 2;        // qwen2_moe
+  int moe_intermediate_size = 256;  // qwen2_moe
+  int shared_expert_intermediate_size = 512;
+  double tail_dof = 5.0;             // Student-t degrees of freedom of the weights
+  double outlier_channel_fraction = 0.01;
+  double outlier_gain = 12.0;
+  std::uint64_t seed = 0;
+};
+
+// Shapes of well-known sizes: "tiny" (seconds on a laptop), "1b", "8b" (Llama-3-8B), "moe-tiny".
+inline synth_options synth_preset(const std::string& name) {
+  synth_options o;
+  if (name == "tiny") return o;
+  if (name == "moe-tiny") {
+    o.arch = synth_arch::qwen2_moe;
+    return o;
+  }
+  if (name == "1b") {
+    o.hidden_size = 2048; o.intermediate_size = 8192; o.num_layers = 16; o.num_heads = 32;
+    o.num_kv_heads = 8; o.head_dim = 64; o.vocab_size = 32000;
+    return o;
+  }
+  if (name == "8b") {
+    o.hidden_size = 4096; o.intermediate_size = 14336; o.num_layers = 32; o.num_heads = 32;
+    o.num_kv_heads = 8; o.head_dim = 128; o.vocab_size = 128256;
+    return o;
+  }
+  throw std::invalid_argument("unknown synthetic preset '" + name + "' (valid: tiny, moe-tiny, 1b, 8b)");
+}
+
+inline nlohmann::json synth_config(const synth_options& o) {
+  nlohmann::json c;
+  const bool moe = o.arch == synth_arch::qwen2_moe;
+  c["architectures"] = {moe ? "Qwen2MoeForCausalLM" : "LlamaForCausalLM"};
+  c["model_type"] = moe ? "qwen2_moe" : "llama";
+  c["hidden_size"] = o.hidden_size;
+  c["intermediate_size"] = o.intermediate_size;
+  c["num_hidden_layers"] = o.num_layers;
+  c["num_attention_heads"] = o.num_heads;
+  c["num_key_value_heads"] = o.num_kv_heads;
+  c["head_dim"] = o.head_dim;
+  c["vocab_size"] = o.vocab_size;
+  c["rms_norm_eps"] = 1e-6;
+  c["rope_theta"] = 10000.0;
+  c["tie_word_embeddings"] = true;
+  c["torch_dtype"] = "bfloat16";
+  c["hidden_act"] = "silu";
+  c["max_position_embeddings"] = 4096;
+  if (moe) {
+    c["num_experts"] = o.num_experts;
+    c["num_experts_per_tok"] = o.experts_per_token;
+    c["moe_intermediate_size"] = o.moe_intermediate_size;
+    c["shared_expert_intermediate_size"] = o.shared_expert_intermediate_size;
+    c["norm_topk_prob"] = false;
+    c["decoder_sparse_step"] = 1;
+    c["mlp_only_layers"] = nlohmann::json::array({0});
+    c["qkv_bias"] = true;
+  } else {
+    c["attention_bias"] = false;
+  }
+  return c;
+}
+
+// One generated tensor: its HF name, shape and bf16 bits.
+struct synth_tensor {
+  std::string name;
+  std::vector<std::int64_t> shape;
+  std::vector<std::uint16_t> bf16_bits;
+};
+
+namespace detail {
+inline std::uint64_t mix(std::uint64_t seed, const std::string& name) {  // FNV-1a over seed and name
+  std::uint64_t h = 1469598103934665603ull ^ seed;
+  for (unsigned char ch : name) h = (h ^ ch) * 1099511628211ull;
+  return h;
+}
+}  // namespace detail
+
+// Calls emit(tensor) for every tensor of the checkpoint, one at a time, layer by layer. Each tensor's
+// values depend only on the seed and its name.
+inline void synth_tensors(const synth_options& o, const std::function<void(const synth_tensor&)>& emit) {
+  const auto make = [&](const std::string& name, std::vector<std::int64_t> shape, auto&& fill) {
+    synth_tensor t{name, std::move(shape), {}};
+    std::int64_t n = 1;
+    for (auto d : t.shape) n *= d;
+    t.bf16_bits.resize(static_cast<std::size_t>(n));
+    std::mt19937_64 rng(detail::mix(o.seed, name));
+    fill(t, rng);
+    emit(t);
+  };
+  // Linear [out, in]: Student-t entries with std ~ 1/sqrt(in).
+  const auto linear = [&](const std::string& name, std::int64_t out, std::int64_t in) {
+    make(name, {out, in}, [&](synth_tensor& t, std::mt19937_64& rng) {
+      std::student_t_distribution<double> st(o.tail_dof);
+      const double s = std::sqrt((o.tail_dof - 2.0) / o.tail_dof) / std::sqrt(static_cast<double>(in));
+      for (auto& b : t.bf16_bits) b = static_cast<std::uint16_t>(bf16::encode(static_cast<float>(st(rng) * s)));
+    });
+  };
+  const auto bias = [&](const std::string& name, std::int64_t n) {
+    make(name, {n}, [&](synth_tensor& t, std::mt19937_64& rng) {
+      std::normal_distribution<double> nd(0.0, 0.02);
+      for (auto& b : t.bf16_bits) b = static_cast<std::uint16_t>(bf16::encode(static_cast<float>(nd(rng))));
+    });
+  };
+  // RMSNorm gains near 1 with a few outlier channels (the same channels in every layer, as in real LLMs).
+  std::vector<bool> outlier(static_cast<std::size_t>(o.hidden_size), false);
+  {
+    std::mt19937_64 rng(detail::mix(o.seed, "outlier-channels"));
+    const int n = std::max(1, static_cast<int>(o.outlier_channel_fraction * o.hidden_size));
+    for (int i = 0; i < n; ++i) outlier[rng() % outlier.size()] = true;
+  }
+  const auto norm = [&](const std::string& name, std::int64_t n, bool with_outliers) {
+    make(name, {n}, [&](synth_tensor& t, std::mt19937_64& rng) {
+      std::normal_distribution<double> nd(1.0, 0.1);
+      for (std::size_t i = 0; i < t.bf16_bits.size(); ++i) {
+        const double g = nd(rng) * (with_outliers && outlier[i] ? o.outlier_gain : 1.0);
+        t.bf16_bits[i] = static_cast<std::uint16_t>(bf16::encode(static_cast<float>(g)));
+      }
+    });
+  };
+
+  make("model.embed_tokens.weight", {o.vocab_size, o.hidden_size}, [&](synth_tensor& t, std::mt19937_64& rng) {
+    std::normal_distribution<double> nd(0.0, 1.0);
+    for (auto& b : t.bf16_bits) b = static_cast<std::uint16_t>(bf16::encode(static_cast<float>(nd(rng))));
+  });
+  const std::int64_t h = o.hidden_size, q = std::int64_t{o.num_heads} * o.head_dim,
+                     kv = std::int64_t{o.num_kv_heads} * o.head_dim;
+  const bool moe = o.arch == synth_arch::qwen2_moe;
+  for (int l = 0; l < o.num_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    norm(p + "input_layernorm.weight", h, true);
+    linear(p + "self_attn.q_proj.weight", q, h);
+    linear(p + "self_attn.k_proj.weight", kv, h);
+    linear(p + "self_attn.v_proj.weight", kv, h);
+    if (moe) {
+      bias(p + "self_attn.q_proj.bias", q);
+      bias(p + "self_attn.k_proj.bias", kv);
+      bias(p + "self_attn.v_proj.bias", kv);
+    }
+    linear(p + "self_attn.o_proj.weight", h, q);
+    norm(p + "post_attention_layernorm.weight", h, true);
+    const auto mlp = [&](const std::string& m, std::int64_t inter) {
+      linear(m + "gate_proj.weight", inter, h);
+      linear(m + "up_proj.weight", inter, h);
+      linear(m + "down_proj.weight", h, inter);
+    };
+    if (moe && l > 0) {
+      linear(p + "mlp.gate.weight", o.num_experts, h);
+      for (int e = 0; e < o.num_experts; ++e) mlp(p + "mlp.experts." + std::to_string(e) + ".", o.moe_intermediate_size);
+      mlp(p + "mlp.shared_expert.", o.shared_expert_intermediate_size);
+      linear(p + "mlp.shared_expert_gate.weight", 1, h);
+    } else {
+      mlp(p + "mlp.", o.intermediate_size);
+    }
+  }
+  norm("model.norm.weight", h, false);
+}
+
+// Token windows for calibration and evaluation of a synthetic model: Zipf-distributed ids (natural
+// text's frequency law), seeded; calibration and evaluation use different streams.
+inline std::vector<std::int32_t> synth_tokens(const synth_options& o, int windows, int seq_len, bool eval) {
+  std::mt19937_64 rng(detail::mix(o.seed, eval ? "eval-tokens" : "calib-tokens"));
+  std::vector<double> weights(static_cast<std::size_t>(o.vocab_size));
+  for (std::size_t i = 0; i < weights.size(); ++i) weights[i] = 1.0 / static_cast<double>(i + 10);
+  std::discrete_distribution<std::int32_t> zipf(weights.begin(), weights.end());
+  std::vector<std::int32_t> ids(static_cast<std::size_t>(windows) * seq_len);
+  for (auto& id : ids) id = zipf(rng);
+  return ids;
+}
+
+}  // namespace pq::pipeline
