@@ -1,9 +1,8 @@
 // KL on a trained model: 0 for the unchanged or losslessly stored model, and it grows as one Linear
 // is stored in a coarser format (dequantized exactly as a checkpoint reader would).
-#include "checkpoint_fixture.hpp"
-
 #include <pq/formats/bundle.hpp>
 #include <pq/model/evaluation.hpp>
+#include <pq/model/source_model.hpp>
 #include <pq/quant/rtn.hpp>
 
 #include <doctest/doctest.h>
@@ -19,19 +18,19 @@ matrix round_trip(const matrix& w) {
 }  // namespace
 
 TEST_CASE("tiny-llama-code: KL is 0 for the source and BF16, and grows from MXFP8_E4M3 to MXFP6_E2M3 to MXFP4") {
-  const auto dir = test::model_path("tiny-llama-code");
+  const auto dir = std::filesystem::path(PQ_MODELS_DIR) / "tiny-llama-code";
   if (!std::filesystem::exists(dir / "config.json")) {
     MESSAGE("skipped: " << dir.string() << " is absent");
     return;
   }
-  const test::checkpoint_fixture ckpt(dir);
-  const test::safetensors_blob tokens(dir / "tokens.safetensors");
-  const runner r(ckpt, ckpt.config());
-  const reference_cache cache(r, test::load_tokens(tokens, "eval", ckpt.config().vocab).first(2));
+  const source_model model(dir);
+  const weight_provider& ckpt = model.weights();
+  const runner r(ckpt, model.shape());
+  const reference_cache cache(r, load_tokens(dir / "tokens.safetensors", "eval", model.shape().vocab).first(2));
   CHECK(cache.evaluate(ckpt, 0).kl == 0.0);
 
   const std::string name = "model.layers.3.mlp.down_proj";
-  const matrix w = load_matrix(ckpt, name + ".weight", ckpt.config().hidden, ckpt.config().intermediate);
+  const matrix w = load_matrix(ckpt, name + ".weight", model.shape().hidden, model.shape().intermediate);
   auto kl_with = [&](const matrix& q) {
     substituted_weights s(ckpt);
     s.substitute(name, q);

@@ -1,8 +1,7 @@
 // The forward reproduces the reference implementation on both trained test models:
 // ref_logits of tokens.safetensors and the eval NLLs stated in shared/models/README.md.
-#include "checkpoint_fixture.hpp"
-
 #include <pq/model/evaluation.hpp>
+#include <pq/model/source_model.hpp>
 
 #include <doctest/doctest.h>
 
@@ -16,31 +15,32 @@ struct reference_case {
 };
 
 void check_ref_logits(const reference_case& rc) {
-  const auto dir = test::model_path(rc.folder);
+  const auto dir = std::filesystem::path(PQ_MODELS_DIR) / rc.folder;
   if (!std::filesystem::exists(dir / "config.json")) {
     MESSAGE("skipped: " << dir.string() << " is absent");
     return;
   }
-  const test::checkpoint_fixture ckpt(dir);
-  const test::safetensors_blob tokens(dir / "tokens.safetensors");
-  const token_batch eval = test::load_tokens(tokens, "eval", ckpt.config().vocab);
-  const dense_tensor ref = tokens.load_float("ref_logits");  // [2, 16, vocab]
-  REQUIRE(ref.shape == std::vector<std::int64_t>{2, 16, ckpt.config().vocab});
+  const source_model model(dir);
+  const token_batch eval = load_tokens(dir / "tokens.safetensors", "eval", model.shape().vocab);
+  const auto file = pq::io::safetensors_file::open(dir / "tokens.safetensors");
+  const auto& ref_view = file.at("ref_logits");  // [2, 16, vocab]
+  REQUIRE(ref_view.shape == std::vector<std::int64_t>{2, 16, model.shape().vocab});
+  const std::vector<float> ref = pq::io::to_float(ref_view);
 
   // Positions 0..15 of a causal model depend on tokens 0..15 only.
   token_batch prefix{2, 16, {}};
   for (Eigen::Index s = 0; s < 2; ++s)
     for (Eigen::Index p = 0; p < 16; ++p) prefix.ids.push_back(eval.at(s, p));
-  const runner r(ckpt, ckpt.config());
+  const runner r(model.weights(), model.shape());
   const matrix logits = r.logits(prefix);
-  const Eigen::Map<const matrix> expected(ref.data.data(), 32, ckpt.config().vocab);
+  const Eigen::Map<const matrix> expected(ref.data(), 32, model.shape().vocab);
   const double diff = (logits - expected).cwiseAbs().maxCoeff();
   MESSAGE(std::string(rc.folder) << ": max |logits - ref_logits| = " << diff);
   CHECK(diff < 1e-4);
 }
 
 void check_eval_nll(const reference_case& rc) {
-  const auto dir = test::model_path(rc.folder);
+  const auto dir = std::filesystem::path(PQ_MODELS_DIR) / rc.folder;
   if (!std::filesystem::exists(dir / "config.json")) {
     MESSAGE("skipped: " << dir.string() << " is absent");
     return;
@@ -49,10 +49,9 @@ void check_eval_nll(const reference_case& rc) {
   MESSAGE("skipped under sanitizers: the full eval NLL runs 32768 positions (ref_logits are checked above)");
   return;
 #else
-  const test::checkpoint_fixture ckpt(dir);
-  const test::safetensors_blob tokens(dir / "tokens.safetensors");
-  const token_batch eval = test::load_tokens(tokens, "eval", ckpt.config().vocab);
-  const runner r(ckpt, ckpt.config());
+  const source_model model(dir);
+  const token_batch eval = load_tokens(dir / "tokens.safetensors", "eval", model.shape().vocab);
+  const runner r(model.weights(), model.shape());
   const reference_cache cache(r, eval);
   MESSAGE(std::string(rc.folder) << ": eval NLL " << cache.reference().nll << " (README " << rc.readme_nll << ")");
   CHECK(cache.reference().nll == doctest::Approx(rc.readme_nll).epsilon(1e-3));
