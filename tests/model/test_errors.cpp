@@ -1,7 +1,12 @@
 // Bad input gets one clear error naming what is wrong.
 #include "synthetic.hpp"
 
+#include <pq/model/source_model.hpp>
+
 #include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
 
 using namespace pq::model;
 
@@ -38,4 +43,44 @@ TEST_CASE("checkpoint tensors that do not match the config are named") {
   qk.qk_norm = true;
   CHECK_THROWS_WITH_AS(load_layer(test::random_weights(c, 2), qk, 0),
                        doctest::Contains("checkpoint has no tensor 'model.layers.0.self_attn.q_norm.weight'"), model_error);
+}
+
+TEST_CASE("token files: wrong dtype, missing tensor and ids outside the vocabulary name the file and tensor") {
+  const auto dir = std::filesystem::path(PQ_MODELS_DIR) / "tiny-llama-code";
+  if (!std::filesystem::exists(dir / "tokens.safetensors")) {
+    MESSAGE("skipped: " << dir.string() << " is absent");
+    return;
+  }
+  const auto file = dir / "tokens.safetensors";
+  CHECK_THROWS_WITH_AS(load_tokens(file, "ref_logits", 8192),
+                       doctest::Contains("tokens.safetensors:ref_logits: token tensor has dtype F32, expected I32 or I64"),
+                       model_error);
+  CHECK_THROWS_WITH_AS(load_tokens(file, "train", 8192), doctest::Contains("no tensor 'train'"), model_error);
+  CHECK_THROWS_WITH_AS(load_tokens(file, "eval", 100), doctest::Contains("is outside the vocabulary [0, 100)"), model_error);
+  CHECK(load_tokens(file, "calib", 8192).sequences == 128);
+}
+
+TEST_CASE("a checkpoint whose tensors do not match its config.json is refused on open, naming the tensor") {
+  const auto src = std::filesystem::path(PQ_MODELS_DIR) / "tiny-llama-code";
+  if (!std::filesystem::exists(src / "config.json")) {
+    MESSAGE("skipped: " << src.string() << " is absent");
+    return;
+  }
+  const auto dir = std::filesystem::temp_directory_path() / "pq_model_test_mismatch";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  for (const char* f : {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json"})
+    std::filesystem::create_symlink(src / f, dir / f);
+  auto config = pq::io::read_json_file(src / "config.json");
+  config["intermediate_size"] = 1000;
+  std::ofstream(dir / "config.json") << config.dump();
+  CHECK_THROWS_WITH_AS(source_model{dir},
+                       doctest::Contains("tensor 'model.layers.0.mlp.gate_proj.weight' has shape [1024, 384] but "
+                                         "config.json implies [1000, 384]"),
+                       model_error);
+  config["intermediate_size"] = 1024;
+  config["num_hidden_layers"] = 7;
+  std::ofstream(dir / "config.json") << config.dump();
+  CHECK_THROWS_WITH_AS(source_model{dir}, doctest::Contains("no tensor 'model.layers.6.input_layernorm.weight'"), model_error);
+  std::filesystem::remove_all(dir);
 }

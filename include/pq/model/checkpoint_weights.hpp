@@ -16,6 +16,7 @@ class checkpoint_weights final : public weight_provider {
     const io::tensor_view& t = dir_->tensor(name);
     return {t.shape, io::to_float(t)};
   }
+  std::vector<std::int64_t> shape_of(const std::string& name) const override { return dir_->tensor(name).shape; }
 
  private:
   const io::model_dir* dir_;

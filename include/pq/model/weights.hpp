@@ -25,6 +25,8 @@ public:
   virtual ~weight_provider() = default;
   virtual bool has(const std::string& name) const = 0;
   virtual dense_tensor load(const std::string& name) const = 0;
+  // The stored shape; providers that know it without converting the data override this.
+  virtual std::vector<std::int64_t> shape_of(const std::string& name) const { return load(name).shape; }
 };
 
 // A provider that answers from a base provider except for the Linears it was given a

@@ -112,16 +112,17 @@ inline void apply_rope(matrix& x, const rope_table& rope, Eigen::Index head_dim,
   }
 }
 
-// Causal softmax(q k^T / sqrt(d)) for one head of one sequence: P is [len, len].
+// Causal softmax(q k^T / sqrt(d)) for one head of one sequence: P is [len, len], lower
+// triangular (only that triangle of q k^T is computed).
 inline matrix attention_probs(const Eigen::Ref<const matrix>& q, const Eigen::Ref<const matrix>& k) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(q.cols()));
-  matrix s = (q * k.transpose()) * scale;
+  matrix s = matrix::Zero(q.rows(), k.rows());
+  s.triangularView<Eigen::Lower>() = q * k.transpose();
   for (Eigen::Index i = 0; i < s.rows(); ++i) {
     auto row = s.row(i).head(i + 1);
-    const float m = row.maxCoeff();
-    row = (row.array() - m).exp().matrix();
+    const float m = row.maxCoeff() * scale;
+    row = (row.array() * scale - m).exp().matrix();
     row /= row.sum();
-    s.row(i).tail(s.cols() - i - 1).setZero();
   }
   return s;
 }
@@ -136,7 +137,7 @@ inline matrix attention(const matrix& q, const matrix& k, const matrix& v, Eigen
     for (Eigen::Index h = 0; h < heads; ++h) {
       const Eigen::Index kh = h / group;
       const matrix p = attention_probs(q.block(s0, h * head_dim, len, head_dim), k.block(s0, kh * head_dim, len, head_dim));
-      out.block(s0, h * head_dim, len, head_dim).noalias() = p * v.block(s0, kh * head_dim, len, head_dim);
+      out.block(s0, h * head_dim, len, head_dim).noalias() = p.triangularView<Eigen::Lower>() * v.block(s0, kh * head_dim, len, head_dim);
     }
   return out;
 }
