@@ -5,12 +5,14 @@
 #include <fmt/core.h>
 
 #include "cmd_formats.hpp"
+#include "cmd_quantize.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"pq: mixed-precision quantization of LLM checkpoints (compressed-tensors for vLLM)"};
   app.set_version_flag("--version", PQ_VERSION_STRING);
   app.require_subcommand(1);
   pq::cli::add_formats_command(app);
+  pq::cli::add_quantize_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

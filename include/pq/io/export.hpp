@@ -98,6 +98,13 @@ class ct_export {
     }
   }
 
+  // Adds a file of pq's own (report.json, a plot) to the checkpoint directory.
+  void add_file(const std::string& name, const std::string& content) {
+    std::ofstream out(tmp_ / name, std::ios::binary);
+    out << content;
+    if (!out) throw export_error((tmp_ / name).string() + ": write failed");
+  }
+
   // Copies the remaining tensors and files, writes config.json, and moves the checkpoint into place.
   void finish() {
     namespace fs = std::filesystem;
@@ -114,7 +121,7 @@ class ct_export {
     for (const auto& entry : fs::directory_iterator(src_->path())) {
       const std::string name = entry.path().filename().string();
       const bool weights = name.ends_with(".safetensors") || name == "model.safetensors.index.json";
-      if (!entry.is_regular_file() || weights || name == "config.json") continue;
+      if (!entry.is_regular_file() || weights || name == "config.json" || fs::exists(tmp_ / name)) continue;
       fs::copy_file(entry.path(), tmp_ / name, fs::copy_options::overwrite_existing);
     }
     if (fs::exists(out_)) {
