@@ -189,6 +189,9 @@ TEST_CASE("too little text for the requested windows is a clear error") {
   CHECK(need.find("short.jsonl (calibration part): needs 100 windows of 16 tokens") != std::string::npos);
   const auto hold = error_of([&] { make_calibration_windows(tok, file, std::nullopt, {16, 1, 100}, end_of_text); });
   CHECK(hold.find("short.jsonl: too little text to hold out 1600 evaluation tokens") != std::string::npos);
+  const auto combining = dir.write("nfc.jsonl", json_lines({cjk_document(0), "cafe\u0301"}));
+  CHECK(error_of([&] { make_calibration_windows(tok, combining, std::nullopt, {4, 1, 0}, end_of_text); })
+            .find("nfc.jsonl: document 1: text at byte offset 4 has code point U+0301") != std::string::npos);
   const auto one = dir.write("one.txt", "a single paragraph without blank lines\n");
   CHECK(error_of([&] { make_calibration_windows(tok, one, std::nullopt, {4, 1, 1}, end_of_text); })
             .find("too little text to hold out") != std::string::npos);

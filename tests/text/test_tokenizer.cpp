@@ -92,6 +92,8 @@ TEST_CASE("Llama-3-style tokenizer: Split regex, ignore_merges, NFC, template, a
   const auto nfc = error_of([&] { tok.encode("abc e\u0301"); });
   CHECK(nfc.find("byte offset 5") != std::string::npos);
   CHECK(nfc.find("U+0301") != std::string::npos);
+  // The offset counts from the start of the text, across added tokens.
+  CHECK(error_of([&] { tok.encode("<|end_of_text|>e\u0301"); }).find("byte offset 16") != std::string::npos);
 }
 
 TEST_CASE("byte-level alphabet matches GPT-2's bytes_to_unicode") {

@@ -46,8 +46,9 @@ inline bool is_nfc_inert(char32_t c) {
   return it != ranges.begin() && c <= std::prev(it)->second;
 }
 
-// Checks that text is its own NFC (see above); throws text_error otherwise.
-inline void require_normalized(normalizer n, std::string_view text) {
+// Checks that text is its own NFC (see above); throws text_error otherwise, giving the byte
+// offset as base_offset + the offset within text.
+inline void require_normalized(normalizer n, std::string_view text, std::size_t base_offset) {
   if (n == normalizer::none) return;
   std::size_t pos = 0;
   while (pos < text.size()) {
@@ -55,7 +56,7 @@ inline void require_normalized(normalizer n, std::string_view text) {
     if (!is_nfc_inert(cp.value)) {
       char hex[16];
       std::snprintf(hex, sizeof hex, "U+%04X", static_cast<unsigned>(cp.value));
-      throw text_error(std::string("text at byte offset ") + std::to_string(pos) + " has code point " + hex +
+      throw text_error(std::string("text at byte offset ") + std::to_string(base_offset + pos) + " has code point " + hex +
                        ", which this tokenizer's NFC normalizer may change; pq implements NFC only for "
                        "text without combining marks, Hangul jamo or unassigned code points");
     }

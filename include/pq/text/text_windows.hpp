@@ -133,10 +133,17 @@ struct tokenized_documents {
 };
 
 inline tokenized_documents tokenize_documents(const tokenizer& tok, const std::vector<std::string>& docs,
-                                              text_format format, std::optional<std::int32_t> separator) {
+                                              const std::filesystem::path& path, std::optional<std::int32_t> separator) {
+  const text_format format = detect_text_format(path);
   tokenized_documents out{{}, format == text_format::json_lines ? separator : std::nullopt};
   out.docs.reserve(docs.size());
-  for (const auto& d : docs) out.docs.push_back(tok.encode(d));
+  for (std::size_t i = 0; i < docs.size(); ++i) {
+    try {
+      out.docs.push_back(tok.encode(docs[i]));
+    } catch (const text_error& e) {
+      throw text_error(path.string() + ": document " + std::to_string(i) + ": " + e.what());
+    }
+  }
   return out;
 }
 
@@ -199,12 +206,12 @@ inline calibration_windows make_calibration_windows(const tokenizer& tok, const 
                                                     std::optional<std::int32_t> document_separator) {
   if (counts.seq_len == 0) throw text_error("--seq-len must be at least 1");
   const auto calib_docs = read_documents(calib_path);
-  const auto calib = tokenize_documents(tok, calib_docs, detect_text_format(calib_path), document_separator);
+  const auto calib = tokenize_documents(tok, calib_docs, calib_path, document_separator);
   calibration_windows out;
   if (eval_path) {
     const auto eval_docs = read_documents(*eval_path);
     require_disjoint(calib_docs, eval_docs, calib_path, *eval_path);
-    const auto eval = tokenize_documents(tok, eval_docs, detect_text_format(*eval_path), document_separator);
+    const auto eval = tokenize_documents(tok, eval_docs, *eval_path, document_separator);
     out.calib = cut_windows(join_documents(calib, 0, calib.docs.size()), counts.calib_windows, counts.seq_len,
                             calib_path.string() + " (calibration)");
     out.eval = cut_windows(join_documents(eval, 0, eval.docs.size()), counts.eval_windows, counts.seq_len,

@@ -118,7 +118,7 @@ class tokenizer {
         ids.push_back(segment.token->id);
         continue;
       }
-      require_normalized(normalizer_, segment.text);
+      require_normalized(normalizer_, segment.text, static_cast<std::size_t>(segment.text.data() - text.data()));
       pre_.for_each_word(segment.text, [&](const std::string& word) { encode_word(word, cache, ids); });
     }
     if (specials == special_tokens::add) ids.insert(ids.end(), template_.suffix.begin(), template_.suffix.end());
