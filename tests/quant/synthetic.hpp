@@ -25,14 +25,17 @@ inline std::vector<float> correlated_activations(index_t tokens, index_t cols, u
   std::normal_distribution<float> n(0.0f, 1.0f);
   std::vector<float> mix(static_cast<std::size_t>(rank * cols)), scale(static_cast<std::size_t>(cols));
   for (auto& m : mix) m = n(rng);
-  for (index_t j = 0; j < cols; ++j) scale[static_cast<std::size_t>(j)] = std::pow(10.0f, 2.0f * static_cast<float>((j * 37) % cols) / static_cast<float>(cols) - 1.0f);
+  for (index_t j = 0; j < cols; ++j)
+    scale[static_cast<std::size_t>(j)] =
+        std::pow(10.0f, 2.0f * static_cast<float>((j * 37) % cols) / static_cast<float>(cols) - 1.0f);
   std::vector<float> x(static_cast<std::size_t>(tokens * cols));
   std::vector<float> z(static_cast<std::size_t>(rank));
   for (index_t t = 0; t < tokens; ++t) {
     for (auto& v : z) v = n(rng);
     for (index_t j = 0; j < cols; ++j) {
       float s = 0.3f * n(rng);
-      for (index_t k = 0; k < rank; ++k) s += z[static_cast<std::size_t>(k)] * mix[static_cast<std::size_t>(k * cols + j)];
+      for (index_t k = 0; k < rank; ++k)
+        s += z[static_cast<std::size_t>(k)] * mix[static_cast<std::size_t>(k * cols + j)];
       x[static_cast<std::size_t>(t * cols + j)] = s * scale[static_cast<std::size_t>(j)];
     }
   }

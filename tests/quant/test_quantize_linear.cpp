@@ -64,6 +64,18 @@ TEST_CASE("GPTQ + sweep beats RTN on correlated activations, and the damping swe
   CHECK(in_grid);
 }
 
+TEST_CASE("a fixed thread count gives the same result on every run") {
+  const fixture fx;
+  pq::quant_options o;
+  o.act_order = true;
+  o.threads = 2;
+  const auto a = pq::quantize_linear<pq::INT4_G128>(fx.input(), o);
+  const auto b = pq::quantize_linear<pq::INT4_G128>(fx.input(), o);
+  CHECK(a.q.codes == b.q.codes);
+  CHECK(a.q.params == b.q.params);
+  CHECK(a.output_error == b.output_error);
+}
+
 TEST_CASE("the decision unit's amax sets the NVFP4 tensor scale shared by siblings") {
   const fixture fx;
   auto in = fx.input();

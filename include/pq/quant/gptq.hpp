@@ -3,6 +3,7 @@
 // Cholesky factor of the damped inverse Hessian; lazy blocks make the trailing update one GEMM per block.
 #pragma once
 #include <algorithm>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <numeric>
@@ -36,16 +37,20 @@ struct gptq_factor {
 };
 
 namespace detail {
-// L⁻¹ of a lower-triangular L, by column blocks (each block solves only the trailing triangle: n³/3 flops).
-inline Eigen::MatrixXd lower_inverse(const Eigen::MatrixXd& L) {
-  const index_t n = L.rows(), b = 256;
+// L⁻¹ of a lower-triangular L, by column blocks: each block solves only the trailing triangle (n³/3 flops in
+// all), and blocks are independent, so they are dealt to the threads round-robin (their costs shrink with j).
+inline Eigen::MatrixXd lower_inverse(const Eigen::MatrixXd& L, int threads) {
+  const index_t n = L.rows(), b = 128, blocks = (n + b - 1) / b;
   Eigen::MatrixXd X = Eigen::MatrixXd::Zero(n, n);
-  for (index_t j0 = 0; j0 < n; j0 += b) {
-    const index_t bw = std::min(b, n - j0), m = n - j0;
-    auto blk = X.block(j0, j0, m, bw);
-    blk.topRows(bw).setIdentity();
-    L.bottomRightCorner(m, m).triangularView<Eigen::Lower>().solveInPlace(blk);
-  }
+  const int t = resolve_threads(threads, blocks);
+  parallel_slices(t, t, [&](int slice, index_t, index_t) {
+    for (index_t k = slice; k < blocks; k += t) {
+      const index_t j0 = k * b, bw = std::min(b, n - j0), m = n - j0;
+      auto blk = X.block(j0, j0, m, bw);
+      blk.topRows(bw).setIdentity();
+      L.bottomRightCorner(m, m).triangularView<Eigen::Lower>().solveInPlace(blk);
+    }
+  });
   return X;
 }
 }  // namespace detail
@@ -53,7 +58,7 @@ inline Eigen::MatrixXd lower_inverse(const Eigen::MatrixXd& L) {
 // Computes the factor. With J the reversal, J P J = L Lᵀ gives P⁻¹ = UᵀU for U = J L⁻¹ J (upper): one
 // Cholesky and one triangular inverse. A Hessian that is not positive definite even after damping is an
 // error naming the Linear.
-inline gptq_factor make_gptq_factor(const linear_stats& s, float damping, bool act_order) {
+inline gptq_factor make_gptq_factor(const linear_stats& s, float damping, bool act_order, int threads = 0) {
   const index_t n = s.cols;
   Eigen::MatrixXd H = s.hessian();
   for (index_t j = 0; j < n; ++j)
@@ -75,7 +80,7 @@ inline gptq_factor make_gptq_factor(const linear_stats& s, float damping, bool a
   if (llt.info() != Eigen::Success || !R.allFinite())
     throw quant_error(s.name + ": the damped Hessian is not positive definite (damping " + std::to_string(damping) +
                       "); raise the damping");
-  f.U = detail::lower_inverse(llt.matrixL()).reverse().cast<float>();
+  f.U = detail::lower_inverse(llt.matrixL(), threads).reverse().cast<float>();
   return f;
 }
 
@@ -112,14 +117,15 @@ void gptq_rows(std::span<const float> w, const gptq_factor& f, index_t block, co
   for (index_t k = 0; k < n; ++k) position[static_cast<std::size_t>(order[static_cast<std::size_t>(k)])] = k;
 
   Eigen::MatrixXf W(m, n);  // the rows' current weights, columns in processing order
-  for (index_t k = 0; k < n; ++k)
-    for (index_t i = 0; i < m; ++i) W(i, k) = w[static_cast<std::size_t>((r0 + i) * n + order[static_cast<std::size_t>(k)])];
+  for (index_t k = 0; k < n; ++k) {
+    const index_t c = order[static_cast<std::size_t>(k)];
+    for (index_t i = 0; i < m; ++i) W(i, k) = w[static_cast<std::size_t>((r0 + i) * n + c)];
+  }
   Eigen::MatrixXf E(m, block);  // scaled errors of the current block
   std::vector<char> seen(static_cast<std::size_t>(gpr), 0);
   Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> G(m, gw);  // a group's current weights
   std::vector<Eigen::Index> ahead;  // the group's columns beyond the block
   std::vector<double> saliency(static_cast<std::size_t>(gw));  // 1/U_pp²: OBS cost per unit² of error
-  std::vector<typename F::code_type> scratch(static_cast<std::size_t>(gw));
 
   for (index_t i1 = 0; i1 < n; i1 += block) {
     const index_t i2 = std::min(i1 + block, n);
@@ -142,15 +148,15 @@ void gptq_rows(std::span<const float> w, const gptq_factor& f, index_t block, co
                                   f.U.col(position[static_cast<std::size_t>(g * gw + j)]).segment(i1, k - i1);
         if (sweep)
           for (index_t j = 0; j < gw; ++j) {
-            const double u = f.U(position[static_cast<std::size_t>(g * gw + j)], position[static_cast<std::size_t>(g * gw + j)]);
-            saliency[static_cast<std::size_t>(j)] = 1.0 / (u * u);
+            const index_t p = position[static_cast<std::size_t>(g * gw + j)];
+            saliency[static_cast<std::size_t>(j)] = 1.0 / (static_cast<double>(f.U(p, p)) * f.U(p, p));
           }
         for (index_t i = 0; i < m; ++i) {
           const float* x = G.row(i).data();
           qparams p = F::group_params(G.row(i).minCoeff(), G.row(i).maxCoeff(), q.tensor_scale);
           if (sweep) {
-            const double e = round_group<F>(x, saliency.data(), p, gw, scratch.data());
-            p = sweep_group<F>(x, saliency.data(), gw, q.tensor_scale, *sweep, p, e, scratch.data()).first;
+            const double e = group_error_below<F>(x, saliency.data(), p, gw, std::numeric_limits<double>::infinity());
+            p = sweep_group<F>(x, saliency.data(), gw, q.tensor_scale, *sweep, p, e).first;
           }
           q.params[static_cast<std::size_t>((r0 + i) * gpr + g)] = p;
         }
@@ -190,7 +196,8 @@ quantized_matrix<F> quantize_gptq(std::span<const float> w, index_t rows, index_
   q.codes.resize(static_cast<std::size_t>(rows * cols));
   q.params.resize(static_cast<std::size_t>(rows * groups_per_row<F>(cols)));
   const index_t block = std::clamp<index_t>(block_size, 1, cols);
-  parallel_rows(rows, threads, [&](index_t r0, index_t r1) { detail::gptq_rows<F>(w, f, block, group_sweep, r0, r1, q); });
+  parallel_rows(rows, threads,
+                [&](index_t r0, index_t r1) { detail::gptq_rows<F>(w, f, block, group_sweep, r0, r1, q); });
   return q;
 }
 

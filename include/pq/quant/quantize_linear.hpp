@@ -117,9 +117,9 @@ linear_result<F> quantize_linear(const linear_input& in, const quant_options& op
   detail::check_linear(in);
   if (!accepts<F>(in.rows, in.cols))
     throw quant_error(std::string(in.name) + ": " + std::string(F::name) + " does not accept a " +
-                      std::to_string(in.rows) + "x" + std::to_string(in.cols) + " weight (columns must be a multiple of " +
-                      std::to_string(F::column_multiple) + ")");
-  const float tensor_scale = F::tensor_scale(in.unit_amax.value_or(weight_amax(in.weight, in.name)));
+                      std::to_string(in.rows) + "x" + std::to_string(in.cols) +
+                      " weight (columns must be a multiple of " + std::to_string(F::column_multiple) + ")");
+  const float tensor_scale = F::tensor_scale(in.unit_amax ? *in.unit_amax : weight_amax(in.weight, in.name));
   const cost_hessian calib(*in.stats);
   auto error_of = [&](const std::vector<float>& deq, const cost_hessian& h) {
     return output_error(in.weight, deq, in.rows, in.cols, h, opt.threads);

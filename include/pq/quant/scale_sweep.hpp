@@ -50,13 +50,23 @@ double round_group(const float* w, const double* d, qparams p, index_t n, typena
   return e;
 }
 
+// Σ_j d_j (x_j − ŵ_j)² of n elements rounded at p, or some value >= bound as soon as the sum reaches it.
+template <Format F>
+double group_error_below(const float* x, const double* d, qparams p, index_t n, double bound) {
+  double e = 0.0;
+  for (index_t j = 0; j < n && e < bound; ++j) {
+    const double r = static_cast<double>(x[j]) - static_cast<double>(F::dequantize(F::quantize(x[j], p), p));
+    e += d[j] * r * r;
+  }
+  return e;
+}
+
 // The best of the candidates F::group_params(α·lo, α·hi, tensor_scale) for the n values x with weights d,
 // [lo, hi] being their range, against an incumbent (params, error): a candidate wins only when its error
 // Σ_j d_j (x_j − ŵ_j)² is strictly lower. Neighbouring α that encode to the same scale are evaluated once.
 template <Format F>
 std::pair<qparams, double> sweep_group(const float* x, const double* d, index_t n, float tensor_scale,
-                                       const sweep_options& opt, qparams incumbent, double incumbent_error,
-                                       typename F::code_type* scratch) {
+                                       const sweep_options& opt, qparams incumbent, double incumbent_error) {
   const auto [lo, hi] = std::minmax_element(x, x + n);
   qparams best = incumbent, last{};
   double best_err = incumbent_error;
@@ -67,7 +77,7 @@ std::pair<qparams, double> sweep_group(const float* x, const double* d, index_t 
     if (have_last && c == last) continue;
     last = c;
     have_last = true;
-    const double e = round_group<F>(x, d, c, n, scratch);
+    const double e = group_error_below<F>(x, d, c, n, best_err);  // stops once it cannot win
     if (e < best_err) {
       best_err = e;
       best = c;
@@ -91,7 +101,6 @@ index_t scale_sweep(std::span<const float> w, std::span<const double> col_weight
       throw quant_error(std::string(F::name) + " scale sweep: weights or column weights do not match the matrix");
     std::vector<index_t> replaced_by_row(static_cast<std::size_t>(rows), 0);
     parallel_rows(rows, threads, [&](index_t r0, index_t r1) {
-      std::vector<typename F::code_type> scratch(static_cast<std::size_t>(gw));
       for (index_t r = r0; r < r1; ++r)
         for (index_t g = 0; g < gpr; ++g) {
           const float* x = w.data() + r * cols + g * gw;
@@ -99,7 +108,7 @@ index_t scale_sweep(std::span<const float> w, std::span<const double> col_weight
           auto* codes = q.codes.data() + r * cols + g * gw;
           qparams& p = q.params[static_cast<std::size_t>(r * gpr + g)];
           const double incumbent = weighted_group_error<F>(x, d, codes, p, gw);
-          const auto [best, err] = sweep_group<F>(x, d, gw, q.tensor_scale, opt, p, incumbent, scratch.data());
+          const auto [best, err] = sweep_group<F>(x, d, gw, q.tensor_scale, opt, p, incumbent);
           if (err < incumbent) {
             p = best;
             round_group<F>(x, d, best, gw, codes);
