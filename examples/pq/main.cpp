@@ -4,15 +4,25 @@
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
+#include "cmd_demo.hpp"
+#include "cmd_eval.hpp"
 #include "cmd_formats.hpp"
+#include "cmd_inspect.hpp"
 #include "cmd_quantize.hpp"
+#include "cmd_synth.hpp"
+#include "cmd_tokenize.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"pq: mixed-precision quantization of LLM checkpoints (compressed-tensors for vLLM)"};
   app.set_version_flag("--version", PQ_VERSION_STRING);
   app.require_subcommand(1);
   pq::cli::add_formats_command(app);
+  pq::cli::add_inspect_command(app);
+  pq::cli::add_synth_command(app);
   pq::cli::add_quantize_command(app);
+  pq::cli::add_demo_command(app);
+  pq::cli::add_eval_commands(app);
+  pq::cli::add_text_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -108,84 +108,96 @@ inline std::uint64_t mix(std::uint64_t seed, const std::string& name) {  // FNV-
 }
 }  // namespace detail
 
-// Calls emit(tensor) for every tensor of the checkpoint, one at a time, layer by layer. Each tensor's
-// values depend only on the seed and its name.
-inline void synth_tensors(const synth_options& o, const std::function<void(const synth_tensor&)>& emit) {
-  const auto make = [&](const std::string& name, std::vector<std::int64_t> shape, auto&& fill) {
-    synth_tensor t{name, std::move(shape), {}};
-    std::int64_t n = 1;
-    for (auto d : t.shape) n *= d;
-    t.bf16_bits.resize(static_cast<std::size_t>(n));
-    std::mt19937_64 rng(detail::mix(o.seed, name));
-    fill(t, rng);
-    emit(t);
-  };
-  // Linear [out, in]: Student-t entries with std ~ 1/sqrt(in).
-  const auto linear = [&](const std::string& name, std::int64_t out, std::int64_t in) {
-    make(name, {out, in}, [&](synth_tensor& t, std::mt19937_64& rng) {
-      std::student_t_distribution<double> st(o.tail_dof);
-      const double s = std::sqrt((o.tail_dof - 2.0) / o.tail_dof) / std::sqrt(static_cast<double>(in));
-      for (auto& b : t.bf16_bits) b = static_cast<std::uint16_t>(bf16::encode(static_cast<float>(st(rng) * s)));
-    });
-  };
-  const auto bias = [&](const std::string& name, std::int64_t n) {
-    make(name, {n}, [&](synth_tensor& t, std::mt19937_64& rng) {
-      std::normal_distribution<double> nd(0.0, 0.02);
-      for (auto& b : t.bf16_bits) b = static_cast<std::uint16_t>(bf16::encode(static_cast<float>(nd(rng))));
-    });
-  };
-  // RMSNorm gains near 1 with a few outlier channels (the same channels in every layer, as in real LLMs).
-  std::vector<bool> outlier(static_cast<std::size_t>(o.hidden_size), false);
-  {
-    std::mt19937_64 rng(detail::mix(o.seed, "outlier-channels"));
-    const int n = std::max(1, static_cast<int>(o.outlier_channel_fraction * o.hidden_size));
-    for (int i = 0; i < n; ++i) outlier[rng() % outlier.size()] = true;
-  }
-  const auto norm = [&](const std::string& name, std::int64_t n, bool with_outliers) {
-    make(name, {n}, [&](synth_tensor& t, std::mt19937_64& rng) {
-      std::normal_distribution<double> nd(1.0, 0.1);
-      for (std::size_t i = 0; i < t.bf16_bits.size(); ++i) {
-        const double g = nd(rng) * (with_outliers && outlier[i] ? o.outlier_gain : 1.0);
-        t.bf16_bits[i] = static_cast<std::uint16_t>(bf16::encode(static_cast<float>(g)));
-      }
-    });
-  };
+// What a tensor of the checkpoint is, which decides how its values are drawn.
+enum class synth_kind { embedding, linear, bias, norm, norm_with_outliers };
+struct synth_entry {
+  std::string name;
+  std::vector<std::int64_t> shape;
+  synth_kind kind;
+};
 
-  make("model.embed_tokens.weight", {o.vocab_size, o.hidden_size}, [&](synth_tensor& t, std::mt19937_64& rng) {
-    std::normal_distribution<double> nd(0.0, 1.0);
-    for (auto& b : t.bf16_bits) b = static_cast<std::uint16_t>(bf16::encode(static_cast<float>(nd(rng))));
-  });
+// Every tensor of the checkpoint, layer by layer, without any data.
+inline std::vector<synth_entry> synth_layout(const synth_options& o) {
+  std::vector<synth_entry> out;
   const std::int64_t h = o.hidden_size, q = std::int64_t{o.num_heads} * o.head_dim,
                      kv = std::int64_t{o.num_kv_heads} * o.head_dim;
   const bool moe = o.arch == synth_arch::qwen2_moe;
+  out.push_back({"model.embed_tokens.weight", {o.vocab_size, h}, synth_kind::embedding});
   for (int l = 0; l < o.num_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    norm(p + "input_layernorm.weight", h, true);
-    linear(p + "self_attn.q_proj.weight", q, h);
-    linear(p + "self_attn.k_proj.weight", kv, h);
-    linear(p + "self_attn.v_proj.weight", kv, h);
+    out.push_back({p + "input_layernorm.weight", {h}, synth_kind::norm_with_outliers});
+    out.push_back({p + "self_attn.q_proj.weight", {q, h}, synth_kind::linear});
+    out.push_back({p + "self_attn.k_proj.weight", {kv, h}, synth_kind::linear});
+    out.push_back({p + "self_attn.v_proj.weight", {kv, h}, synth_kind::linear});
     if (moe) {
-      bias(p + "self_attn.q_proj.bias", q);
-      bias(p + "self_attn.k_proj.bias", kv);
-      bias(p + "self_attn.v_proj.bias", kv);
+      out.push_back({p + "self_attn.q_proj.bias", {q}, synth_kind::bias});
+      out.push_back({p + "self_attn.k_proj.bias", {kv}, synth_kind::bias});
+      out.push_back({p + "self_attn.v_proj.bias", {kv}, synth_kind::bias});
     }
-    linear(p + "self_attn.o_proj.weight", h, q);
-    norm(p + "post_attention_layernorm.weight", h, true);
+    out.push_back({p + "self_attn.o_proj.weight", {h, q}, synth_kind::linear});
+    out.push_back({p + "post_attention_layernorm.weight", {h}, synth_kind::norm_with_outliers});
     const auto mlp = [&](const std::string& m, std::int64_t inter) {
-      linear(m + "gate_proj.weight", inter, h);
-      linear(m + "up_proj.weight", inter, h);
-      linear(m + "down_proj.weight", h, inter);
+      out.push_back({m + "gate_proj.weight", {inter, h}, synth_kind::linear});
+      out.push_back({m + "up_proj.weight", {inter, h}, synth_kind::linear});
+      out.push_back({m + "down_proj.weight", {h, inter}, synth_kind::linear});
     };
     if (moe && l > 0) {
-      linear(p + "mlp.gate.weight", o.num_experts, h);
+      out.push_back({p + "mlp.gate.weight", {o.num_experts, h}, synth_kind::linear});
       for (int e = 0; e < o.num_experts; ++e) mlp(p + "mlp.experts." + std::to_string(e) + ".", o.moe_intermediate_size);
       mlp(p + "mlp.shared_expert.", o.shared_expert_intermediate_size);
-      linear(p + "mlp.shared_expert_gate.weight", 1, h);
+      out.push_back({p + "mlp.shared_expert_gate.weight", {1, h}, synth_kind::linear});
     } else {
       mlp(p + "mlp.", o.intermediate_size);
     }
   }
-  norm("model.norm.weight", h, false);
+  out.push_back({"model.norm.weight", {h}, synth_kind::norm});
+  return out;
+}
+
+// The values of one tensor: they depend only on the seed and the tensor's name.
+inline synth_tensor synth_generate(const synth_options& o, const synth_entry& e) {
+  synth_tensor t{e.name, e.shape, {}};
+  std::int64_t n = 1;
+  for (auto d : e.shape) n *= d;
+  t.bf16_bits.resize(static_cast<std::size_t>(n));
+  std::mt19937_64 rng(detail::mix(o.seed, e.name));
+  const auto put = [&](std::size_t i, double v) { t.bf16_bits[i] = static_cast<std::uint16_t>(bf16::encode(static_cast<float>(v))); };
+  switch (e.kind) {
+    case synth_kind::embedding: {
+      std::normal_distribution<double> nd(0.0, 1.0);
+      for (std::size_t i = 0; i < t.bf16_bits.size(); ++i) put(i, nd(rng));
+      break;
+    }
+    case synth_kind::linear: {  // Student-t entries with std ~ 1/sqrt(in)
+      std::student_t_distribution<double> st(o.tail_dof);
+      const double s = std::sqrt((o.tail_dof - 2.0) / o.tail_dof) / std::sqrt(static_cast<double>(e.shape[1]));
+      for (std::size_t i = 0; i < t.bf16_bits.size(); ++i) put(i, st(rng) * s);
+      break;
+    }
+    case synth_kind::bias: {
+      std::normal_distribution<double> nd(0.0, 0.02);
+      for (std::size_t i = 0; i < t.bf16_bits.size(); ++i) put(i, nd(rng));
+      break;
+    }
+    case synth_kind::norm:
+    case synth_kind::norm_with_outliers: {  // gains near 1; the same few outlier channels in every layer
+      std::vector<bool> outlier(t.bf16_bits.size(), false);
+      if (e.kind == synth_kind::norm_with_outliers) {
+        std::mt19937_64 orng(detail::mix(o.seed, "outlier-channels"));
+        const int k = std::max(1, static_cast<int>(o.outlier_channel_fraction * static_cast<double>(outlier.size())));
+        for (int i = 0; i < k; ++i) outlier[orng() % outlier.size()] = true;
+      }
+      std::normal_distribution<double> nd(1.0, 0.1);
+      for (std::size_t i = 0; i < t.bf16_bits.size(); ++i) put(i, nd(rng) * (outlier[i] ? o.outlier_gain : 1.0));
+      break;
+    }
+  }
+  return t;
+}
+
+// Calls emit(tensor) for every tensor of the checkpoint, one at a time.
+inline void synth_tensors(const synth_options& o, const std::function<void(const synth_tensor&)>& emit) {
+  for (const auto& e : synth_layout(o)) emit(synth_generate(o, e));
 }
 
 // Token windows for calibration and evaluation of a synthetic model: Zipf-distributed ids (natural
