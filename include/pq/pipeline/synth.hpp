@@ -163,8 +163,8 @@ inline synth_tensor synth_generate(const synth_options& o, const synth_entry& e)
   std::mt19937_64 rng(detail::mix(o.seed, e.name));
   const auto put = [&](std::size_t i, double v) { t.bf16_bits[i] = static_cast<std::uint16_t>(bf16::encode(static_cast<float>(v))); };
   switch (e.kind) {
-    case synth_kind::embedding: {
-      std::normal_distribution<double> nd(0.0, 1.0);
+    case synth_kind::embedding: {  // tied: logits = rmsnorm(h) . E, std ~ sqrt(hidden) * 0.15, a few nats of spread
+      std::normal_distribution<double> nd(0.0, 0.15);
       for (std::size_t i = 0; i < t.bf16_bits.size(); ++i) put(i, nd(rng));
       break;
     }
