@@ -99,13 +99,15 @@ private:
   eval_result compare(const matrix& final_hidden) const {
     const Eigen::Index len = tokens_.length;
     const double eps = source_->config().rms_eps;
+    const bool is_reference = &final_hidden == &hidden_.back();  // the source itself: one lm_head product
     eval_result r;
     std::mutex m;
     detail::for_each_chunk(final_hidden.rows(), len, len, source_->options().threads,
                            [&](Eigen::Index r0, Eigen::Index) {
                              const matrix ref = runner::logits(head_, hidden_.back().middleRows(r0, len), eps);
-                             const matrix got = runner::logits(head_, final_hidden.middleRows(r0, len), eps);
-                             const auto l = detail::sequence_losses(ref, got, tokens_, r0 / len);
+                             const auto l = detail::sequence_losses(
+                                 ref, is_reference ? ref : runner::logits(head_, final_hidden.middleRows(r0, len), eps),
+                                 tokens_, r0 / len);
                              std::lock_guard lock(m);
                              r.kl += l.kl;
                              r.nll += l.nll;
