@@ -8,8 +8,6 @@
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
-#include <pq/io/export.hpp>
-#include <pq/io/safetensors.hpp>
 #include <pq/pipeline/synth.hpp>
 
 namespace pq::cli {
@@ -24,35 +22,9 @@ struct synth_request {
 };
 
 inline void synth(const synth_request& r) {
-  namespace fs = std::filesystem;
   pipeline::synth_options o = pipeline::synth_preset(r.preset);
   o.seed = r.seed;
-  io::check_output_dir(r.out, fs::path(), r.force);
-  const fs::path tmp = r.out.string() + ".pq-tmp";
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  try {
-    std::vector<io::tensor_decl> decls;  // declared first (shapes only), then streamed
-    for (const auto& e : pipeline::synth_layout(o)) decls.push_back({e.name, dtype::BF16, e.shape});
-    io::checkpoint_writer w(tmp, decls, r.max_shard_bytes);
-    pipeline::synth_tensors(o, [&](const pipeline::synth_tensor& t) {
-      w.write(t.name, std::as_bytes(std::span(t.bf16_bits)));
-    });
-    w.finish();
-    std::ofstream(tmp / "config.json") << pipeline::synth_config(o).dump(2) << "\n";
-    const auto calib = pipeline::synth_tokens(o, r.calib_windows, r.seq_len, false);
-    const auto eval = pipeline::synth_tokens(o, r.eval_windows, r.seq_len, true);
-    io::safetensors_writer tw(tmp / "tokens.safetensors",
-                              {{"calib", dtype::I32, {r.calib_windows, r.seq_len}}, {"eval", dtype::I32, {r.eval_windows, r.seq_len}}});
-    tw.write("calib", std::as_bytes(std::span(calib)));
-    tw.write("eval", std::as_bytes(std::span(eval)));
-    tw.close();
-    if (fs::exists(r.out)) fs::remove_all(r.out);
-    fs::rename(tmp, r.out);
-  } catch (...) {
-    fs::remove_all(tmp);
-    throw;
-  }
+  pipeline::write_synthetic_checkpoint(o, r.out, {r.calib_windows, r.eval_windows, r.seq_len, r.max_shard_bytes, r.force});
 }
 
 inline void add_synth_command(CLI::App& app) {

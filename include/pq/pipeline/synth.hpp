@@ -5,6 +5,8 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <random>
 #include <stdexcept>
@@ -12,6 +14,9 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include <pq/io/export.hpp>
+#include <pq/io/safetensors.hpp>
 
 #include <pq/core/bf16.hpp>
 #include <pq/config.hpp>
@@ -210,6 +215,46 @@ inline std::vector<std::int32_t> synth_tokens(const synth_options& o, int window
   std::vector<std::int32_t> ids(static_cast<std::size_t>(windows) * seq_len);
   for (auto& id : ids) id = zipf(rng);
   return ids;
+}
+
+// Writes a synthetic checkpoint directory: config.json, the weights (declared, then streamed tensor by
+// tensor into shards of at most max_shard_bytes) and tokens.safetensors with "calib" and "eval" windows.
+// The directory appears only when complete.
+struct synth_files {
+  int calib_windows = 32, eval_windows = 16, seq_len = 256;
+  std::uint64_t max_shard_bytes = 2ull << 30;
+  bool force = false;
+};
+inline void write_synthetic_checkpoint(const synth_options& o, const std::filesystem::path& out, const synth_files& f = {}) {
+  namespace fs = std::filesystem;
+  io::check_output_dir(out, fs::path(), f.force);
+  const fs::path tmp = out.string() + ".pq-tmp";
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  try {
+    std::vector<io::tensor_decl> decls;
+    const auto layout = synth_layout(o);
+    for (const auto& e : layout) decls.push_back({e.name, dtype::BF16, e.shape});
+    io::checkpoint_writer w(tmp, decls, f.max_shard_bytes);
+    for (const auto& e : layout) {
+      const synth_tensor t = synth_generate(o, e);
+      w.write(t.name, std::as_bytes(std::span(t.bf16_bits)));
+    }
+    w.finish();
+    std::ofstream(tmp / "config.json") << synth_config(o).dump(2) << "\n";
+    const auto calib = synth_tokens(o, f.calib_windows, f.seq_len, false);
+    const auto eval = synth_tokens(o, f.eval_windows, f.seq_len, true);
+    io::safetensors_writer tw(tmp / "tokens.safetensors", {{"calib", dtype::I32, {f.calib_windows, f.seq_len}},
+                                                           {"eval", dtype::I32, {f.eval_windows, f.seq_len}}});
+    tw.write("calib", std::as_bytes(std::span(calib)));
+    tw.write("eval", std::as_bytes(std::span(eval)));
+    tw.close();
+    if (fs::exists(out)) fs::remove_all(out);
+    fs::rename(tmp, out);
+  } catch (...) {
+    fs::remove_all(tmp);
+    throw;
+  }
 }
 
 }  // namespace pq::pipeline

@@ -1,0 +1,122 @@
+// pq quantize end to end on a small synthetic model: the report keeps its promises, the checkpoint read
+// back from disk evaluates to the KL the report states, and bad input is one clear error with nothing left.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <pq/io/export.hpp>
+#include <pq/model/evaluation.hpp>
+#include <pq/model/quantized_weights.hpp>
+#include <pq/model/source_model.hpp>
+#include <pq/pipeline/quantize.hpp>
+#include <pq/pipeline/synth.hpp>
+
+namespace fs = std::filesystem;
+using namespace pq;
+
+namespace {
+struct fixture {
+  fs::path root = fs::temp_directory_path() / ("pq_test_pipeline_" + std::to_string(::getpid()));
+  fs::path model = root / "model";
+  fixture() {
+    fs::remove_all(root);
+    fs::create_directories(root);
+    pipeline::synth_options o;
+    o.hidden_size = 128; o.intermediate_size = 256; o.num_layers = 2; o.num_heads = 2; o.num_kv_heads = 1;
+    o.head_dim = 64; o.vocab_size = 512; o.seed = 3;
+    pipeline::write_synthetic_checkpoint(o, model, {8, 4, 64});
+  }
+  ~fixture() { fs::remove_all(root); }
+  pipeline::quantize_options options(const std::string& out) const {
+    pipeline::quantize_options q;
+    q.model = model;
+    q.out = root / out;
+    q.calib = (model / "tokens.safetensors").string() + ":calib";
+    q.eval = (model / "tokens.safetensors").string() + ":eval";
+    q.target_bits = 5.0;
+    q.polish_trials = 2;
+    q.jobs = 2;
+    return q;
+  }
+};
+std::FILE* quiet() {
+  static std::FILE* f = std::fopen("/dev/null", "w");
+  return f;
+}
+}  // namespace
+
+TEST_CASE("the shipped checkpoint is what the report says") {
+  fixture fx;
+  const auto o = fx.options("q");
+  const auto r = pipeline::run_quantize(o, quiet());
+  CHECK(r["achieved_bpp"].get<double>() <= o.target_bits);
+  CHECK(r["achieved_bpp"].get<double>() > 4.5);
+  CHECK(fs::exists(o.out / "report.json"));
+  CHECK(fs::exists(o.out / "pareto.svg"));
+  // Every Linear has a format; the counts add up.
+  long long n = 0;
+  for (auto it = r["counts"].begin(); it != r["counts"].end(); ++it) n += it.value().get<long long>();
+  CHECK(n == static_cast<long long>(r["assignment"].size()));
+  // The round trip from disk: the export, read by pq's own reader, has the reported KL.
+  const model::source_model src(fx.model);
+  const model::runner run(src.weights(), src.shape());
+  const auto eval = model::load_tokens(fx.model / "tokens.safetensors", "eval", src.shape().vocab);
+  const model::reference_cache ref(run, eval);
+  const auto checkpoint = io::ct_checkpoint::open(o.out);
+  const model::quantized_weights back(checkpoint);
+  const auto measured = ref.evaluate(back, 0);
+  CHECK(measured.kl == doctest::Approx(r["shipped"]["kl"].get<double>()).epsilon(1e-9));
+  CHECK(measured.kl > 0.0);
+  CHECK(r["source"]["nll"].get<double>() == doctest::Approx(ref.reference().nll).epsilon(1e-9));
+}
+
+TEST_CASE("GPTQ + sweep beats RTN on the same budget") {
+  fixture fx;
+  auto g = fx.options("g");
+  g.formats = {"NVFP4A16"};
+  g.target_bits = 4.6;
+  auto n = g;
+  n.out = fx.root / "n";
+  n.method = rounding::rtn;
+  const auto rg = pipeline::run_quantize(g, quiet());
+  const auto rn = pipeline::run_quantize(n, quiet());
+  CHECK(rg["shipped"]["kl"].get<double>() < rn["shipped"]["kl"].get<double>());
+}
+
+TEST_CASE("bad input: one clear error, nothing left on disk, the source untouched") {
+  fixture fx;
+  const auto before = fs::last_write_time(fx.model / "model.safetensors");
+  auto o = fx.options("bad");
+  o.target_bits = 4.0;
+  CHECK_THROWS_WITH_AS(pipeline::run_quantize(o, quiet()), doctest::Contains("smallest feasible budget is 4.50"),
+                       pipeline::pipeline_error);
+  o = fx.options("bad");
+  o.formats = {"NVFP4", "FP5"};
+  CHECK_THROWS_WITH_AS(pipeline::run_quantize(o, quiet()), doctest::Contains("unknown format 'FP5'"), unknown_format);
+  o = fx.options("bad");
+  o.eval = o.calib;
+  CHECK_THROWS_WITH_AS(pipeline::run_quantize(o, quiet()), doctest::Contains("must be disjoint"), pipeline::pipeline_error);
+  o = fx.options("bad");
+  o.calib = (fx.model / "tokens.safetensors").string() + ":nope";
+  CHECK_THROWS_WITH_AS(pipeline::run_quantize(o, quiet()), doctest::Contains("no tensor 'nope'"), model::model_error);
+  o = fx.options("bad");
+  o.out = fx.model;
+  CHECK_THROWS_WITH_AS(pipeline::run_quantize(o, quiet()), doctest::Contains("is the source model"), io::export_error);
+  o = fx.options("bad");
+  o.calib.clear();
+  o.formats = {"NVFP4", "BF16"};
+  CHECK_THROWS_WITH_AS(pipeline::run_quantize(o, quiet()), doctest::Contains("use NVFP4A16"), pipeline::pipeline_error);
+  for (const auto& e : fs::directory_iterator(fx.root)) CHECK(e.path().filename() == "model");  // nothing partial
+  CHECK(fs::last_write_time(fx.model / "model.safetensors") == before);
+}
+
+TEST_CASE("an existing output is replaced only with force") {
+  fixture fx;
+  auto o = fx.options("twice");
+  o.polish_trials = 0;
+  pipeline::run_quantize(o, quiet());
+  CHECK_THROWS_AS(pipeline::run_quantize(o, quiet()), io::export_error);
+  o.force = true;
+  CHECK_NOTHROW(pipeline::run_quantize(o, quiet()));
+}
