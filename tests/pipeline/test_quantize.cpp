@@ -118,5 +118,12 @@ TEST_CASE("an existing output is replaced only with force") {
   pipeline::run_quantize(o, quiet());
   CHECK_THROWS_AS(pipeline::run_quantize(o, quiet()), io::export_error);
   o.force = true;
-  CHECK_NOTHROW(pipeline::run_quantize(o, quiet()));
+  const auto first = pipeline::run_quantize(o, quiet());
+  // the second run found the first one's statistics in the work folder and gives the same checkpoint
+  CHECK(first["calibration_cache"].get<std::string>().rfind("reused", 0) == 0);
+  o.resume = false;
+  const auto fresh = pipeline::run_quantize(o, quiet());
+  CHECK(fresh["calibration_cache"].get<std::string>().rfind("wrote", 0) == 0);
+  CHECK(fresh["shipped"]["kl"] == first["shipped"]["kl"]);
+  CHECK(fresh["assignment"] == first["assignment"]);
 }

@@ -27,6 +27,7 @@
 #include <pq/model/calibration.hpp>
 #include <pq/model/evaluation.hpp>
 #include <pq/model/source_model.hpp>
+#include <pq/model/stats_io.hpp>
 #include <pq/pipeline/progress.hpp>
 #include <pq/pipeline/resources.hpp>
 #include <pq/quant/quantize_linear.hpp>
@@ -66,6 +67,7 @@ struct quantize_options {
   int eval_windows = 0;         // use only the first N evaluation windows (0: all)
   int selection_windows = 16;   // eval windows that candidate selection and polish measure on
   std::uint64_t max_shard_bytes = 5ull << 30;
+  bool resume = true;           // reuse statistics cached in <out>.pq-work/ by an earlier run on the same inputs
 };
 
 namespace detail {
@@ -84,6 +86,16 @@ struct linear_calibration {
   std::shared_ptr<const linear_stats> stats;
   double sensitivity = 1.0;  // scaled so that sensitivity * output_error is the predicted mean KL
   float input_amax = 0.0f;
+};
+
+// FNV-1a, for cache keys: stable across runs, platforms and standard libraries.
+struct fnv1a {
+  std::uint64_t h = 1469598103934665603ull;
+  void add(const void* data, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) h = (h ^ static_cast<const unsigned char*>(data)[i]) * 1099511628211ull;
+  }
+  void add(const std::string& s) { add(s.data(), s.size() + 1); }
+  template <class T> void add_value(const T& v) { add(&v, sizeof v); }
 };
 
 inline std::shared_ptr<linear_stats> identity_stats(const std::string& name, index_t cols) {
@@ -198,7 +210,31 @@ class quantize_job {
       progress bar("calibrate", 1, log_);
       model::calibration_options co;
       co.gradient_sequences = std::min<Eigen::Index>(o_.gradient_sequences, calib_->sequences);
-      const auto cs = model::calibrate(*runner_, *calib_, co);
+      // Statistics are cached in the work folder beside the output, keyed by everything they depend on:
+      // the source's config and weight files (name, size, modification time), the tokens and the options.
+      detail::fnv1a key;
+      key.add(src_->dir().config_json().dump());
+      for (const auto& f : src_->dir().files()) {
+        const auto path = o_.model / f;
+        key.add(f);
+        key.add_value(std::filesystem::file_size(path));
+        key.add_value(std::filesystem::last_write_time(path).time_since_epoch().count());
+      }
+      key.add(calib_->ids.data(), calib_->ids.size() * sizeof(std::int32_t));
+      key.add_value(calib_->length);
+      key.add_value(co.gradient_sequences);
+      const auto work = std::filesystem::path(o_.out.string() + ".pq-work");
+      const auto cached = work / ("calibration-" + std::to_string(key.h) + ".bin");
+      model::calibration_stats cs;
+      if (o_.resume && std::filesystem::exists(cached)) {
+        cs = model::load_stats(cached);
+        report_["calibration_cache"] = "reused " + cached.string();
+      } else {
+        cs = model::calibrate(*runner_, *calib_, co);
+        std::filesystem::create_directories(work);
+        model::save_stats(cs, cached);
+        report_["calibration_cache"] = "wrote " + cached.string();
+      }
       std::map<const model::input_stats*, std::shared_ptr<const linear_stats>> sites;
       for (const auto& l : profile_.linears) {
         const auto it = cs.linears.find(l.name);
