@@ -72,7 +72,7 @@ inline model_config parse_config(const nlohmann::json& j, std::string_view sourc
     }
   if (!known) {
     std::string list;
-    for (auto t : supported_model_types) list += (list.empty() ? "" : ", ") + std::string(t);
+    for (auto t : supported_model_types) list.append(list.empty() ? "" : ", ").append(t);
     throw config_error(src + ": unsupported architecture '" + c.model_type + "' (supported: " + list + ")");
   }
   c.dtype = j.contains("torch_dtype") && j["torch_dtype"].is_string() ? j["torch_dtype"].get<std::string>()
