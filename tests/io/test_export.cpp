@@ -322,3 +322,32 @@ TEST_CASE("export refusals leave nothing behind and never touch the source") {
   CHECK(listing(src.path()) == before);
   fs::remove_all(root);
 }
+
+TEST_CASE("a source weight missing, of the wrong shape or of an integer dtype is one error naming it") {
+  const fs::path root = fs::temp_directory_path() / "pq_test_export_bad_source";
+  fs::remove_all(root);
+  fs::create_directories(root / "model");
+  std::ofstream(root / "model" / "config.json")
+      << R"({"model_type":"llama","hidden_size":128,"intermediate_size":256,"num_hidden_layers":1,)"
+      << R"("num_attention_heads":2,"num_key_value_heads":2,"vocab_size":32})";
+  const auto write_q = [&](dtype t, std::vector<std::int64_t> shape) {
+    io::tensor_decl d{"model.layers.0.self_attn.q_proj.weight", t, std::move(shape)};
+    io::safetensors_writer w(root / "model" / "model.safetensors", {d});
+    w.write(d.name, std::vector<std::byte>(d.bytes()));
+    w.close();
+  };
+  const auto attempt = [&] {
+    const auto src = io::model_dir::open(root / "model");
+    const auto prof = model::make_profile(model::parse_config(src.config_json(), "config.json"));
+    io::ct_export e(src, prof, std::vector<std::string>(prof.linears.size(), "INT8_CHANNEL"), root / "out");
+  };
+  write_q(dtype::BF16, {128, 64});
+  CHECK_THROWS_WITH_AS(attempt(), doctest::Contains("q_proj.weight has shape [128, 64] but config.json implies [128, 128]"),
+                       io::export_error);
+  write_q(dtype::I8, {128, 128});
+  CHECK_THROWS_WITH_AS(attempt(), doctest::Contains("q_proj.weight has dtype I8"), io::export_error);
+  write_q(dtype::BF16, {128, 128});
+  CHECK_THROWS_WITH_AS(attempt(), doctest::Contains("k_proj.weight is missing"), io::export_error);
+  CHECK_FALSE(fs::exists(root / "out"));
+  fs::remove_all(root);
+}
