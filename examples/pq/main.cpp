@@ -6,6 +6,7 @@
 
 #include "cmd_demo.hpp"
 #include "cmd_eval.hpp"
+#include "cmd_export.hpp"
 #include "cmd_formats.hpp"
 #include "cmd_inspect.hpp"
 #include "cmd_quantize.hpp"
@@ -22,6 +23,7 @@ int main(int argc, char** argv) {
   pq::cli::add_quantize_command(app);
   pq::cli::add_demo_command(app);
   pq::cli::add_eval_commands(app);
+  pq::cli::add_export_commands(app);
   pq::cli::add_text_commands(app);
   try {
     app.parse(argc, argv);

@@ -61,7 +61,8 @@ inline unit_kind kind_of(const model::profile& p, const model::decision_unit& u)
   std::string alt;
   for (int m : u.members) {
     const std::string& n = p.linears[static_cast<std::size_t>(m)].name;
-    alt += (alt.empty() ? "" : "|") + n.substr(n.rfind('.') + 1);
+    if (!alt.empty()) alt += '|';  // (not "" + std::string&&: GCC 12 -Wrestrict false positive, bug 105329)
+    alt += n.substr(n.rfind('.') + 1);
   }
   if (u.members.size() > 1) alt += "|" + leaf;  // the fused name: qkv_proj, gate_up_proj
   return {prefix, alt};
@@ -80,7 +81,10 @@ inline std::vector<std::string> unit_targets(const model::profile& p, const std:
   std::vector<std::string> targets;
   for (const auto& [kind, layers] : by_kind) {
     std::string ls;
-    for (int l : std::set<int>(layers.begin(), layers.end())) ls += (ls.empty() ? "" : "|") + std::to_string(l);
+    for (int l : std::set<int>(layers.begin(), layers.end())) {
+      if (!ls.empty()) ls += '|';
+      ls += std::to_string(l);
+    }
     const std::string prefix = detail::escape_dots(kind.first);
     const bool experts = kind.second.front() == '(';
     targets.push_back("re:.*\\.layers\\.(" + ls + ")\\." + prefix + (experts ? kind.second : "(" + kind.second + ")") + "$");

@@ -40,6 +40,24 @@ inline void check_output_dir(const std::filesystem::path& out, const std::filesy
   if (fs::exists(out) && !force) throw export_error(out.string() + ": output directory exists (use --force to replace it)");
 }
 
+// A Linear to quantize must be in the source as a floating-point [rows, cols] weight.
+inline void check_source_weight(const model_dir& source, const model::linear_info& l) {
+  const std::string name = l.name + ".weight";
+  if (!source.has(name)) throw export_error(source.path().string() + ": tensor " + name + " is missing");
+  const auto& t = source.tensor(name);
+  if (t.type != dtype::BF16 && t.type != dtype::F16 && t.type != dtype::F32)
+    throw export_error(source.path().string() + ": tensor " + name + " has dtype " + std::string(to_string(t.type)) +
+                       ", expected BF16, F16 or F32");
+  if (t.shape != std::vector<std::int64_t>{l.rows, l.cols})
+    throw export_error(source.path().string() + ": tensor " + name + " has shape [" +
+                       [&] {
+                         std::string s;
+                         for (auto d : t.shape) s.append(s.empty() ? "" : ", ").append(std::to_string(d));
+                         return s;
+                       }() +
+                       "] but config.json implies [" + std::to_string(l.rows) + ", " + std::to_string(l.cols) + "]");
+}
+
 class ct_export {
  public:
   // `formats[i]` is the format name of profile.linears[i] ("BF16": left unquantized).
@@ -55,6 +73,7 @@ class ct_export {
     for (std::size_t i = 0; i < profile.linears.size(); ++i) {
       const auto& l = profile.linears[i];
       if (formats_[i] == "BF16") continue;
+      check_source_weight(source, l);
       replaced.insert(l.name + ".weight");
       visit_format(formats_[i], [&](auto f) {
         using F = decltype(f);

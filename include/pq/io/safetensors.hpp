@@ -10,6 +10,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <set>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -114,6 +115,21 @@ class safetensors_file {
 
   [[noreturn]] void fail(const std::string& what) const { throw format_error(path_ + ": " + what); }
 
+  // nlohmann::json keeps the last of duplicate keys silently; the spec forbids them, at any depth.
+  nlohmann::json::parser_callback_t duplicate_key_check() const {
+    auto open = std::make_shared<std::vector<std::set<std::string>>>();
+    return [this, open](int, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+      using ev = nlohmann::json::parse_event_t;
+      if (event == ev::object_start) open->emplace_back();
+      else if (event == ev::object_end) open->pop_back();
+      else if (event == ev::key && !open->empty()) {
+        const auto& key = parsed.get_ref<const std::string&>();
+        if (!open->back().insert(key).second) fail("duplicate key '" + key + "' in the header");
+      }
+      return true;
+    };
+  }
+
   void load(std::span<const std::byte> file) {
     if (file.size() < 8) fail("file is shorter than the 8-byte header length");
     std::uint64_t n = 0;
@@ -124,7 +140,7 @@ class safetensors_file {
     if (header.empty() || header.front() != '{') fail("header does not start with '{'");
     nlohmann::json j;
     try {
-      j = nlohmann::json::parse(header);  // rejects invalid UTF-8 and trailing garbage (spaces allowed)
+      j = nlohmann::json::parse(header, duplicate_key_check());  // also rejects invalid UTF-8, trailing garbage
     } catch (const nlohmann::json::exception& e) {
       fail(std::string("header is not valid JSON: ") + e.what());
     }
@@ -158,7 +174,7 @@ class safetensors_file {
         const auto x = d.get<std::uint64_t>();
         if (x > (1ull << 62)) fail(where + "absurd dimension " + std::to_string(x));
         shape.push_back(static_cast<std::int64_t>(x));
-        if (__builtin_mul_overflow(elems, x, &elems) || elems > (1ull << 58)) fail(where + "element count overflows");
+        if (__builtin_mul_overflow(elems, x, &elems) || elems > (1ull << 56)) fail(where + "element count overflows");
       }
       const auto& off = v.contains("data_offsets") ? v["data_offsets"] : nlohmann::json();
       if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())

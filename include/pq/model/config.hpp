@@ -2,6 +2,8 @@
 // shapes of the forward. Supported: llama, mistral, qwen2, qwen3, qwen2_moe, qwen3_moe.
 #pragma once
 #include <array>
+#include <limits>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -44,6 +46,11 @@ inline model_config parse_config(const nlohmann::json& j, std::string_view sourc
       throw config_error(src + ": \"" + key + "\" must be a non-negative integer");
     return j[key].get<std::int64_t>();
   };
+  const auto count = [&](const char* key, std::optional<std::int64_t> fallback = {}) -> int {  // an int-sized field
+    const std::int64_t v = integer(key, fallback);
+    if (v > std::numeric_limits<int>::max()) throw config_error(src + ": \"" + key + "\" is absurdly large");
+    return static_cast<int>(v);
+  };
   const auto number = [&](const nlohmann::json& o, const char* key, double fallback) -> double {
     if (!o.contains(key) || o[key].is_null()) return fallback;
     if (!o[key].is_number()) throw config_error(src + ": \"" + key + "\" must be a number");
@@ -65,7 +72,7 @@ inline model_config parse_config(const nlohmann::json& j, std::string_view sourc
     }
   if (!known) {
     std::string list;
-    for (auto t : supported_model_types) list += (list.empty() ? "" : ", ") + std::string(t);
+    for (auto t : supported_model_types) list.append(list.empty() ? "" : ", ").append(t);
     throw config_error(src + ": unsupported architecture '" + c.model_type + "' (supported: " + list + ")");
   }
   c.dtype = j.contains("torch_dtype") && j["torch_dtype"].is_string() ? j["torch_dtype"].get<std::string>()
@@ -73,9 +80,9 @@ inline model_config parse_config(const nlohmann::json& j, std::string_view sourc
                                                                        : "float32";
   forward_config& f = c.shape;
   f.hidden = integer("hidden_size");
-  f.layers = static_cast<int>(integer("num_hidden_layers"));
-  f.heads = static_cast<int>(integer("num_attention_heads"));
-  f.kv_heads = static_cast<int>(integer("num_key_value_heads", f.heads));
+  f.layers = count("num_hidden_layers");
+  f.heads = count("num_attention_heads");
+  f.kv_heads = count("num_key_value_heads", f.heads);
   if (f.heads == 0 || f.kv_heads == 0 || f.heads % f.kv_heads)
     throw config_error(src + ": num_attention_heads must be a positive multiple of num_key_value_heads");
   f.head_dim = integer("head_dim", f.hidden / f.heads);
@@ -96,16 +103,20 @@ inline model_config parse_config(const nlohmann::json& j, std::string_view sourc
   const bool moe = c.architecture == arch::qwen2_moe || c.architecture == arch::qwen3_moe;
   f.intermediate = integer("intermediate_size", moe ? std::optional<std::int64_t>(0) : std::nullopt);
   if (moe) {
-    f.moe.num_experts = static_cast<int>(integer("num_experts"));
-    f.moe.experts_per_token = static_cast<int>(integer("num_experts_per_tok"));
+    f.moe.num_experts = count("num_experts");
+    f.moe.experts_per_token = count("num_experts_per_tok");
     f.moe.expert_intermediate = integer("moe_intermediate_size");
     f.moe.renormalize_top_k = boolean("norm_topk_prob", c.architecture == arch::qwen3_moe);
     f.moe.shared_expert_intermediate =
         c.architecture == arch::qwen2_moe ? integer("shared_expert_intermediate_size", 0) : 0;
-    f.moe.sparse_step = static_cast<int>(integer("decoder_sparse_step", 1));
+    f.moe.sparse_step = count("decoder_sparse_step", 1);
     if (f.moe.sparse_step < 1) throw config_error(src + ": decoder_sparse_step must be at least 1");
     if (j.contains("mlp_only_layers") && j["mlp_only_layers"].is_array())
-      for (const auto& l : j["mlp_only_layers"]) f.moe.dense_layers.push_back(l.get<int>());
+      for (const auto& l : j["mlp_only_layers"]) {
+        if (!l.is_number_integer() || l.get<std::int64_t>() < 0 || l.get<std::int64_t>() >= f.layers)
+          throw config_error(src + ": \"mlp_only_layers\" must list layer indices");
+        f.moe.dense_layers.push_back(l.get<int>());
+      }
     if (f.moe.experts_per_token < 1 || f.moe.experts_per_token > f.moe.num_experts)
       throw config_error(src + ": num_experts_per_tok must be between 1 and num_experts");
   }
