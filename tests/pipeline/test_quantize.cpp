@@ -2,6 +2,7 @@
 // back from disk evaluates to the KL the report states, and bad input is one clear error with nothing left.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -119,11 +120,42 @@ TEST_CASE("an existing output is replaced only with force") {
   CHECK_THROWS_AS(pipeline::run_quantize(o, quiet()), io::export_error);
   o.force = true;
   const auto first = pipeline::run_quantize(o, quiet());
-  // the second run found the first one's statistics in the work folder and gives the same checkpoint
-  CHECK(first["calibration_cache"].get<std::string>().rfind("reused", 0) == 0);
+  // the second run found every rounding of the first one in the work folder and gives the same checkpoint
+  const auto roundings = first["cost_table"]["linear_roundings"].get<long long>();
+  CHECK(roundings > 0);
+  CHECK(first["cost_table"]["reused"] == roundings);
+  CHECK(first["cost_table"]["rounded_now"] == 0);
   o.resume = false;
   const auto fresh = pipeline::run_quantize(o, quiet());
-  CHECK(fresh["calibration_cache"].get<std::string>().rfind("wrote", 0) == 0);
+  CHECK(fresh["cost_table"]["rounded_now"] == roundings);
   CHECK(fresh["shipped"]["kl"] == first["shipped"]["kl"]);
   CHECK(fresh["assignment"] == first["assignment"]);
+}
+
+TEST_CASE("an interrupted cost table resumes from the roundings already stored") {
+  fixture fx;
+  auto o = fx.options("resume");
+  o.polish_trials = 0;
+  const auto whole = pipeline::run_quantize(o, quiet());
+  // as if the run had been killed part way: only whole files exist (written under a temporary name, then
+  // renamed), so drop some of them, plus a stray temporary file, and run again
+  const fs::path store = whole["work_dir"].get<std::string>();
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(store))
+    if (e.path().extension() == ".safetensors") files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  REQUIRE(files.size() >= 4);
+  long long dropped = 0;
+  for (std::size_t i = files.size() / 2; i < files.size(); ++i) {
+    dropped += static_cast<long long>(io::safetensors_file::open(files[i]).metadata().size());
+    fs::remove(files[i]);
+  }
+  std::ofstream(store / "0-NVFP4.safetensors.tmp") << "partial";
+  fs::remove_all(o.out);
+  const auto resumed = pipeline::run_quantize(o, quiet());
+  CHECK(resumed["cost_table"]["rounded_now"].get<long long>() == dropped);  // one output error per Linear stored
+  CHECK(resumed["cost_table"]["reused"].get<long long>() == whole["cost_table"]["linear_roundings"].get<long long>() - dropped);
+  CHECK(resumed["assignment"] == whole["assignment"]);
+  CHECK(resumed["shipped"]["kl"] == whole["shipped"]["kl"]);
+  CHECK(resumed["predicted_loss"] == whole["predicted_loss"]);
 }

@@ -187,16 +187,20 @@ inline double pooled_sensitivity(const forward_config& c, int layer, const std::
   return tokens > 0 ? g2 / tokens : 0.0;
 }
 
-// Tops up every expert of MoE layer `layer` that saw fewer than `min_tokens` tokens (0: its
-// in_features) with the pooled per-token statistics of all the layer's experts, as if it had
-// seen that many; an expert no token reached gets the pooled statistics alone.
-inline void damp_experts(const forward_config& c, int layer, double min_tokens, calibration_stats& out,
-                         std::map<std::string, std::shared_ptr<input_stats>>& inputs) {
+// The per-expert target count of damping: `min_tokens`, or (0) the site's in_features.
+inline double expert_min_tokens(double min_tokens, const expert_site& site) {
+  return min_tokens > 0 ? min_tokens : static_cast<double>(site.in_features);
+}
+
+// Tops up the input statistics of every expert of MoE layer `layer` that saw fewer than
+// `min_tokens` tokens (0: its in_features) with the pooled per-token statistics of all the
+// layer's experts, as if it had seen that many; an expert no token reached gets the pooled
+// statistics alone.
+inline void damp_expert_inputs(const forward_config& c, int layer, double min_tokens,
+                               std::map<std::string, std::shared_ptr<input_stats>>& inputs) {
   for (const expert_site& site : expert_sites(c)) {
     const pooled_site p = pool(c, layer, site, inputs);
-    const double need = min_tokens > 0 ? min_tokens : static_cast<double>(site.in_features);
-    std::vector<double> pooled_sens;  // per projection, before any expert is damped
-    for (const std::string& proj : site.projections) pooled_sens.push_back(pooled_sensitivity(c, layer, proj, out));
+    const double need = expert_min_tokens(min_tokens, site);
     for (int e = 0; e < c.moe.num_experts; ++e) {
       const std::string pre = expert_prefix(layer, e);
       auto& slot = inputs[pre + site.projections[0]];
@@ -213,23 +217,43 @@ inline void damp_experts(const forward_config& c, int layer, double min_tokens, 
         s.amax = std::max(s.amax, p.amax);
         s.prior_tokens = extra;
       }
+    }
+  }
+}
+
+// The same for the sensitivities: an expert with fewer than `min_tokens` gradient tokens is
+// topped up with the mean sensitivity of all the layer's experts.
+inline void damp_expert_sensitivities(const forward_config& c, int layer, double min_tokens, calibration_stats& out) {
+  for (const expert_site& site : expert_sites(c)) {
+    const double need = expert_min_tokens(min_tokens, site);
+    std::vector<double> pooled_sens;  // per projection, before any expert is damped
+    for (const std::string& proj : site.projections) pooled_sens.push_back(pooled_sensitivity(c, layer, proj, out));
+    for (int e = 0; e < c.moe.num_experts; ++e)
       for (std::size_t j = 0; j < site.projections.size(); ++j) {
-        linear_stats& ls = out.linears.at(pre + site.projections[j]);
+        linear_stats& ls = out.linears.at(expert_prefix(layer, e) + site.projections[j]);
         const double extra = need - static_cast<double>(ls.gradient_tokens);
         if (extra <= 0) continue;
         ls.sensitivity = (ls.sensitivity * static_cast<double>(ls.gradient_tokens) + pooled_sens[j] * extra) / need;
         ls.sensitivity_prior_tokens = extra;
       }
-    }
   }
 }
 
 }  // namespace detail
 
-// Runs the source model on the calibration tokens, one layer resident at a time: all
-// sequences feed the input statistics; the first `gradient_sequences` also run the backward
+// The input statistics of one layer's Linears, by Linear name (Linears fed the same input share
+// one object), as calibrate_layers hands them over.
+using layer_inputs = std::map<std::string, std::shared_ptr<input_stats>>;
+
+// Runs the source model on the calibration tokens layer by layer, one layer resident at a time:
+// all sequences feed the input statistics; the first `gradient_sequences` also run the backward
 // pass (their layer inputs are kept: layers x tokens x hidden fp32) for the sensitivities.
-inline calibration_stats calibrate(const runner& model, const token_batch& calib, const calibration_options& opt = {}) {
+// As soon as layer i has seen every sequence, `on_layer(i, inputs)` receives that layer's
+// finished input statistics (MoE experts already damped) and they are dropped afterwards, so at
+// most one layer's statistics are resident. Returns the sensitivities; `input` is left empty.
+template <class OnLayer>
+calibration_stats calibrate_layers(const runner& model, const token_batch& calib, const calibration_options& opt,
+                                   OnLayer&& on_layer) {
   const forward_config& c = model.config();
   const Eigen::Index len = calib.length;
   const token_batch grad_batch = calib.first(opt.gradient_sequences);
@@ -241,6 +265,20 @@ inline calibration_stats calibrate(const runner& model, const token_batch& calib
   for (int i = 0; i < c.layers; ++i) {
     kept.push_back(h.topRows(grad_rows));
     model.run_layer(model.load_layer(i), h, len, &hooks);
+    layer_inputs inputs;
+    for (auto& [key, s] : hooks.sites_) {
+      auto in = std::make_shared<input_stats>();
+      in->xtx = s.xtx.template selfadjointView<Eigen::Lower>();
+      in->mean_sq = s.sum_sq / static_cast<double>(s.tokens);
+      in->amax = s.amax;
+      in->tokens = s.tokens;
+      for (const auto& n : s.names) inputs[n] = in;
+    }
+    hooks.sites_.clear();
+    if (c.is_moe_layer(i)) detail::damp_expert_inputs(c, i, opt.min_expert_tokens, inputs);
+    for (const std::string& name : linear_names(c, i))
+      if (!inputs.contains(name)) throw model_error("calibration: Linear '" + name + "' received no input");
+    on_layer(i, static_cast<const layer_inputs&>(inputs));
   }
   matrix dh = detail::loss_gradient(model.load_head(), c, h.topRows(grad_rows), grad_batch, opt.labels, opt.seed);
   h.resize(0, 0);
@@ -252,15 +290,6 @@ inline calibration_stats calibrate(const runner& model, const token_batch& calib
   calibration_stats out;
   out.tokens = calib.tokens();
   out.gradient_tokens = grad_rows;
-  std::map<std::string, std::shared_ptr<input_stats>> inputs;  // by every Linear name
-  for (auto& [key, s] : hooks.sites_) {
-    auto in = std::make_shared<input_stats>();
-    in->xtx = s.xtx.selfadjointView<Eigen::Lower>();
-    in->mean_sq = s.sum_sq / static_cast<double>(s.tokens);
-    in->amax = s.amax;
-    in->tokens = s.tokens;
-    for (const auto& n : s.names) inputs[n] = in;
-  }
   for (int i = 0; i < c.layers; ++i)
     for (const std::string& name : linear_names(c, i)) {
       linear_stats ls;
@@ -272,12 +301,17 @@ inline calibration_stats calibrate(const runner& model, const token_batch& calib
       out.linears[name] = ls;
     }
   for (int i = 0; i < c.layers; ++i)
-    if (c.is_moe_layer(i)) detail::damp_experts(c, i, opt.min_expert_tokens, out, inputs);
-  for (auto& [name, ls] : out.linears) {
-    const auto in = inputs.find(name);
-    if (in != inputs.end()) ls.input = in->second;
-    if (!ls.input) throw model_error("calibration: Linear '" + name + "' received no input");
-  }
+    if (c.is_moe_layer(i)) detail::damp_expert_sensitivities(c, i, opt.min_expert_tokens, out);
+  return out;
+}
+
+// calibrate_layers keeping every layer's statistics: the whole model's, in memory.
+inline calibration_stats calibrate(const runner& model, const token_batch& calib, const calibration_options& opt = {}) {
+  layer_inputs all;
+  calibration_stats out = calibrate_layers(model, calib, opt, [&](int, const layer_inputs& inputs) {
+    all.insert(inputs.begin(), inputs.end());
+  });
+  for (auto& [name, ls] : out.linears) ls.input = all.at(name);
   return out;
 }
 

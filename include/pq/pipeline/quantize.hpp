@@ -1,4 +1,4 @@
-// pq/pipeline/quantize.hpp: `pq quantize`, the whole job: calibration statistics -> cost table -> allocation
+// pq/pipeline/quantize.hpp: `pq quantize`, the whole job: calibration statistics and cost table (layer by layer) -> allocation
 // over a Pareto sweep -> validation on measured KL (and polish) -> rounding -> export -> report.
 // Surrogate costs only propose candidates; what ships is chosen on measured KL of the exact weights that
 // the checkpoint holds.
@@ -8,6 +8,8 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <optional>
@@ -27,9 +29,9 @@
 #include <pq/model/calibration.hpp>
 #include <pq/model/evaluation.hpp>
 #include <pq/model/source_model.hpp>
-#include <pq/model/stats_io.hpp>
 #include <pq/pipeline/progress.hpp>
 #include <pq/pipeline/resources.hpp>
+#include <pq/pipeline/rounded_store.hpp>
 #include <pq/quant/quantize_linear.hpp>
 
 namespace pq::pipeline {
@@ -74,20 +76,6 @@ namespace detail {
 
 using clock = std::chrono::steady_clock;
 
-// The rounding of one (Linear, format): what ships and what the evaluation substitutes.
-struct rounded {
-  std::vector<float> dequantized;
-  std::vector<packed_tensor> tensors;
-  double predicted = 0.0;
-};
-
-// Calibration statistics in the form quant/ consumes, one per input site (q/k/v share theirs).
-struct linear_calibration {
-  std::shared_ptr<const linear_stats> stats;
-  double sensitivity = 1.0;  // scaled so that sensitivity * output_error is the predicted mean KL
-  float input_amax = 0.0f;
-};
-
 // FNV-1a, for cache keys: stable across runs, platforms and standard libraries.
 struct fnv1a {
   std::uint64_t h = 1469598103934665603ull;
@@ -115,8 +103,7 @@ class quantize_job {
   nlohmann::json run() {
     const auto t0 = detail::clock::now();
     open_inputs();
-    calibrate();
-    price();
+    calibrate_and_price();
     allocate();
     validate();
     evaluate();
@@ -163,6 +150,14 @@ class quantize_job {
       report_["tokens"]["evaluation"] = nullptr;
     }
     check_budget_feasible();
+    for (const auto& f : o_.formats)
+      visit_format(f, [&](auto fmt) {
+        using F = decltype(fmt);
+        if constexpr (F::has_tensor_scale && F::scheme.has_value() && F::scheme->input_activations.has_value())
+          if (!calib_)
+            throw pipeline_error(std::string(F::name) + " quantizes activations and needs calibration data for its "
+                                 "input_global_scale; use NVFP4A16 for weight-only NVFP4");
+      });
   }
 
   // The budget is checked from the formats' stored bits alone, before calibration.
@@ -203,123 +198,192 @@ class quantize_job {
     });
   }
 
-  // ---- stage 1: calibration ------------------------------------------------------------------
-  void calibrate() {
+  // ---- stages 1 and 2: calibration statistics and the cost table, layer by layer ----------------
+  // Calibration runs the model one layer at a time; as soon as a layer has seen every calibration
+  // sequence, every decision unit of that layer is rounded in every format exactly as it would ship
+  // and stored on disk (rounded_store), and the layer's statistics are dropped. The sensitivities,
+  // which need the backward pass, only scale the stored output errors afterwards. Resident at any
+  // time: the calibration activations, one layer's statistics, one unit's weights and roundings.
+  void calibrate_and_price() {
     const auto t0 = detail::clock::now();
-    if (calib_) {
-      progress bar("calibrate", 1, log_);
+    const std::uint64_t key = cache_key();
+    const auto work = std::filesystem::path(o_.out.string() + ".pq-work");
+    store_ = std::make_unique<rounded_store>(work / ("rounded-" + hex(key)), profile_);
+    report_["work_dir"] = store_->dir().string();
+    factor_.assign(profile_.linears.size(), 1.0);
+    long long todo = 0;
+    for (std::size_t ui = 0; ui < profile_.units.size(); ++ui)
+      for (const auto& f : o_.formats)
+        if (needs_rounding(ui, f)) todo += static_cast<long long>(profile_.units[ui].members.size());
+    long long total = 0;
+    for (std::size_t ui = 0; ui < profile_.units.size(); ++ui)
+      for (const auto& f : o_.formats)
+        if (f != "BF16" && unit_bits(profile_.units[ui], f) >= 0) total += static_cast<long long>(profile_.units[ui].members.size());
+    report_["cost_table"] = {{"linear_roundings", total}, {"rounded_now", todo}, {"reused", total - todo}};
+    const auto sens_file = store_->dir() / "sensitivities.json";
+    if (calib_ && (todo > 0 || !(o_.resume && std::filesystem::exists(sens_file)))) {
+      progress bar("calibrate + cost table", todo, log_);
       model::calibration_options co;
       co.gradient_sequences = std::min<Eigen::Index>(o_.gradient_sequences, calib_->sequences);
-      // Statistics are cached in the work folder beside the output, keyed by everything they depend on:
-      // the source's config and weight files (name, size, modification time), the tokens and the options.
-      detail::fnv1a key;
-      key.add(src_->dir().config_json().dump());
-      for (const auto& f : src_->dir().files()) {
-        const auto path = o_.model / f;
-        key.add(f);
-        key.add_value(std::filesystem::file_size(path));
-        key.add_value(std::filesystem::last_write_time(path).time_since_epoch().count());
-      }
-      key.add(calib_->ids.data(), calib_->ids.size() * sizeof(std::int32_t));
-      key.add_value(calib_->length);
-      key.add_value(co.gradient_sequences);
-      const auto work = std::filesystem::path(o_.out.string() + ".pq-work");
-      const auto cached = work / ("calibration-" + std::to_string(key.h) + ".bin");
-      model::calibration_stats cs;
-      if (o_.resume && std::filesystem::exists(cached)) {
-        cs = model::load_stats(cached);
-        report_["calibration_cache"] = "reused " + cached.string();
-      } else {
-        cs = model::calibrate(*runner_, *calib_, co);
-        std::filesystem::create_directories(work);
-        model::save_stats(cs, cached);
-        report_["calibration_cache"] = "wrote " + cached.string();
-      }
-      std::map<const model::input_stats*, std::shared_ptr<const linear_stats>> sites;
-      for (const auto& l : profile_.linears) {
-        const auto it = cs.linears.find(l.name);
-        if (it == cs.linears.end() || !it->second.input) throw pipeline_error("calibration did not reach " + l.name);
-        const model::input_stats& in = *it->second.input;
-        auto& site = sites[&in];
-        if (!site) {
-          auto s = std::make_shared<linear_stats>(l.name, l.cols);
-          s->H = in.xtx;
-          for (index_t j = 0; j < l.cols; ++j) s->x2_sum[static_cast<std::size_t>(j)] = in.mean_sq(j) * static_cast<double>(in.tokens);
-          s->amax = in.amax;
-          s->count = in.tokens;
-          site = s;
+      const model::calibration_stats cs =
+          model::calibrate_layers(*runner_, *calib_, co, [&](int layer, const model::layer_inputs& inputs) {
+            std::map<const model::input_stats*, std::shared_ptr<const linear_stats>> sites;
+            for (std::size_t i = 0; i < profile_.linears.size(); ++i) {
+              const auto& l = profile_.linears[i];
+              if (l.layer != layer) continue;
+              const model::input_stats& in = *inputs.at(l.name);
+              auto& site = sites[&in];
+              if (!site) site = quant_stats(l, in);
+              // predicted mean KL = 1/2 * s * tr(dW H dW^T) / T_model, and quant's output error is tr(dW H dW^T) / count.
+              factor_[i] = 0.5 * static_cast<double>(in.tokens) / static_cast<double>(calib_->tokens());
+            }
+            for (std::size_t ui = 0; ui < profile_.units.size(); ++ui)
+              if (profile_.units[ui].layer == layer)
+                round_unit(ui, [&](const model::linear_info& l) { return sites.at(inputs.at(l.name).get()); }, bar);
+          });
+      for (std::size_t i = 0; i < profile_.linears.size(); ++i)
+        factor_[i] *= cs.linears.at(profile_.linears[i].name).sensitivity;
+      write_text_atomically(sens_file, nlohmann::json(factor_).dump() + "\n");
+      bar.finish();
+    } else if (calib_) {  // everything was rounded by an earlier run on the same inputs
+      const auto j = nlohmann::json::parse(read_text(sens_file));
+      factor_ = j.get<std::vector<double>>();
+      if (factor_.size() != profile_.linears.size()) throw pipeline_error(sens_file.string() + ": does not match the model");
+    } else {
+      progress bar("cost table", todo, log_);
+      for (std::size_t ui = 0; ui < profile_.units.size(); ++ui) {
+        std::map<std::string, std::shared_ptr<const linear_stats>> identity;
+        for (int m : profile_.units[ui].members) {
+          const auto& l = profile_.linears[static_cast<std::size_t>(m)];
+          identity[l.name] = detail::identity_stats(l.name, l.cols);
         }
-        // predicted mean KL = 1/2 * s * tr(dW H dW^T) / T_model, and quant's cost is s' * tr(dW H dW^T) / count.
-        const double scale = 0.5 * static_cast<double>(in.tokens) / static_cast<double>(cs.tokens);
-        calib_of_[l.name] = {site, it->second.sensitivity * scale, in.amax};
+        round_unit(ui, [&](const model::linear_info& l) { return identity.at(l.name); }, bar);
       }
       bar.finish();
-    } else {
-      for (const auto& l : profile_.linears) calib_of_[l.name] = {detail::identity_stats(l.name, l.cols), 1.0, 0.0f};
     }
-    report_["timings_s"]["calibration"] = seconds_since(t0);
+    build_problem();
+    report_["timings_s"]["calibration_and_cost_table"] = seconds_since(t0);
   }
 
-  // ---- stage 2: cost table: every (unit, format) rounded exactly as it would ship --------------
-  void price() {
-    const auto t0 = detail::clock::now();
+  // Everything the stored roundings depend on: the source (config, weight files by name, size and
+  // modification time), the calibration tokens and the rounding options; not the budget or the formats.
+  std::uint64_t cache_key() const {
+    detail::fnv1a key;
+    key.add(src_->dir().config_json().dump());
+    for (const auto& f : src_->dir().files()) {
+      const auto path = o_.model / f;
+      key.add(f);
+      key.add_value(std::filesystem::file_size(path));
+      key.add_value(std::filesystem::last_write_time(path).time_since_epoch().count());
+    }
+    if (calib_) {
+      key.add(calib_->ids.data(), calib_->ids.size() * sizeof(std::int32_t));
+      key.add_value(calib_->length);
+      key.add_value(std::min<Eigen::Index>(o_.gradient_sequences, calib_->sequences));
+    } else {
+      key.add("identity");
+    }
+    key.add_value(qopt_.method);
+    key.add_value(qopt_.block_size);
+    key.add_value(qopt_.damping);
+    key.add_value(qopt_.damping_candidates);
+    key.add_value(qopt_.act_order);
+    key.add_value(qopt_.sweep_candidates);
+    key.add_value(qopt_.sweep_lo);
+    key.add_value(qopt_.sweep_hi);
+    return key.h;
+  }
+
+  bool needs_rounding(std::size_t ui, const std::string& f) const {
+    return f != "BF16" && unit_bits(profile_.units[ui], f) >= 0 && !(o_.resume && store_->has(ui, f));
+  }
+
+  // The statistics quant/ consumes, from the ones calibration measured at one input site.
+  static std::shared_ptr<const linear_stats> quant_stats(const model::linear_info& l, const model::input_stats& in) {
+    auto s = std::make_shared<linear_stats>(l.name, l.cols);
+    s->H = in.xtx;
+    for (index_t j = 0; j < l.cols; ++j) s->x2_sum[static_cast<std::size_t>(j)] = in.mean_sq(j) * static_cast<double>(in.tokens);
+    s->amax = in.amax;
+    s->count = in.tokens;
+    return s;
+  }
+
+  // Rounds every member of unit `ui` in every format it still lacks and stores the result.
+  template <class StatsOf>
+  void round_unit(std::size_t ui, StatsOf&& stats_of, progress& bar) {
+    const auto& u = profile_.units[ui];
+    std::vector<std::vector<float>> weights;  // loaded only when some format needs them
+    float unit_amax = 0.0f, input_amax = 0.0f;
+    for (const auto& f : o_.formats) {
+      if (!needs_rounding(ui, f)) continue;
+      if (weights.empty())
+        for (int m : u.members) {
+          const auto& l = profile_.linears[static_cast<std::size_t>(m)];
+          weights.push_back(io::to_float(src_->dir().tensor(l.name + ".weight")));
+          unit_amax = std::max(unit_amax, weight_amax(weights.back(), l.name));
+          input_amax = std::max(input_amax, stats_of(l)->amax);
+        }
+      visit_format(f, [&](auto fmt) {
+        using F = decltype(fmt);
+        gptq_factor_cache factors;  // members sharing an input site share H's factorization
+        std::vector<std::vector<packed_tensor>> tensors;
+        std::vector<double> errors;
+        for (std::size_t k = 0; k < u.members.size(); ++k) {
+          const auto& l = profile_.linears[static_cast<std::size_t>(u.members[k])];
+          const auto stats = stats_of(l);
+          const linear_input in{l.name, weights[k], l.rows, l.cols, stats.get(), unit_amax, 1.0, nullptr};
+          auto res = quantize_linear<F>(in, qopt_, &factors);
+          tensors.push_back(pack(res.q, input_amax));
+          errors.push_back(res.output_error);
+          bar.advance();
+        }
+        store_->put(ui, f, tensors, errors);
+      });
+    }
+  }
+
+  // The knapsack instance: a unit's loss in a format is the sum over its members of sensitivity x output error.
+  void build_problem() {
     problem_.format_names = o_.formats;
-    long long work = 0;
-    for (const auto& u : profile_.units) work += static_cast<long long>(u.members.size() * o_.formats.size());
-    progress bar("cost table", work, log_);
     for (std::size_t ui = 0; ui < profile_.units.size(); ++ui) {
       const auto& u = profile_.units[ui];
       alloc::Unit unit{u.name, 0, {}, {}};
-      std::vector<std::vector<float>> weights;
-      float unit_amax = 0.0f;
       for (int m : u.members) {
-        const auto& l = profile_.linears[static_cast<std::size_t>(m)];
-        unit.params += l.params();
-        unit.members.push_back(l.name);
-        weights.push_back(io::to_float(src_->dir().tensor(l.name + ".weight")));
-        unit_amax = std::max(unit_amax, weight_amax(weights.back(), l.name));
+        unit.params += profile_.linears[static_cast<std::size_t>(m)].params();
+        unit.members.push_back(profile_.linears[static_cast<std::size_t>(m)].name);
       }
-      float input_amax = 0.0f;
-      for (int m : u.members) input_amax = std::max(input_amax, calib_of_[profile_.linears[static_cast<std::size_t>(m)].name].input_amax);
       for (std::size_t fi = 0; fi < o_.formats.size(); ++fi) {
         const std::int64_t bits = unit_bits(u, o_.formats[fi]);
-        if (bits < 0) {
-          bar.advance(static_cast<long long>(u.members.size()));
-          continue;
-        }
+        if (bits < 0) continue;
         double loss = 0.0;
-        visit_format(o_.formats[fi], [&](auto fmt) {
-          using F = decltype(fmt);
-          if constexpr (F::has_tensor_scale && F::scheme.has_value() && F::scheme->input_activations.has_value()) {
-            if (!(input_amax > 0.0f))
-              throw pipeline_error(std::string(F::name) + " quantizes activations and needs --calib for its "
-                                   "input_global_scale; use NVFP4A16 for weight-only NVFP4");
-          }
-          gptq_factor_cache factors;
-          for (std::size_t k = 0; k < u.members.size(); ++k) {
-            const auto& l = profile_.linears[static_cast<std::size_t>(u.members[k])];
-            const auto& c = calib_of_[l.name];
-            detail::rounded r;
-            if constexpr (std::is_same_v<F, BF16>) {
-              r.dequantized = weights[k];
-            } else {
-              linear_input in{l.name, weights[k], l.rows, l.cols, c.stats.get(), unit_amax, c.sensitivity, nullptr};
-              auto res = quantize_linear<F>(in, qopt_, &factors);
-              r.predicted = res.predicted_loss;
-              r.tensors = pack(res.q, input_amax);
-              r.dequantized = std::move(res.dequantized);
-            }
-            loss += r.predicted;
-            rounded_[{l.name, o_.formats[fi]}] = std::move(r);
-            bar.advance();
-          }
-        });
+        if (o_.formats[fi] != "BF16") {
+          const auto errors = store_->output_errors(ui, o_.formats[fi]);
+          for (std::size_t k = 0; k < u.members.size(); ++k) loss += factor_[static_cast<std::size_t>(u.members[k])] * errors[k];
+        }
         unit.options.push_back({static_cast<int>(fi), bits, loss});
       }
       problem_.units.push_back(std::move(unit));
     }
-    report_["timings_s"]["cost_table"] = bar.finish();
-    (void)t0;
+  }
+
+  static std::string hex(std::uint64_t v) {
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+    return buf;
+  }
+  static std::string read_text(const std::filesystem::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    if (!in) throw pipeline_error(p.string() + ": cannot read");
+    return {std::istreambuf_iterator<char>(in), {}};
+  }
+  static void write_text_atomically(const std::filesystem::path& p, const std::string& text) {
+    const auto tmp = std::filesystem::path(p.string() + ".tmp");
+    {
+      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+      out << text;
+      if (!out) throw pipeline_error(tmp.string() + ": write failed");
+    }
+    std::filesystem::rename(tmp, p);
   }
 
   // ---- stage 3: allocation over a Pareto sweep ---------------------------------------------------
@@ -342,18 +406,18 @@ class quantize_job {
   }
 
   // ---- stage 4: validation on measured KL, then polish -----------------------------------------
+  std::vector<std::string> linear_formats(const std::vector<int>& unit_formats) const {
+    std::vector<std::string> formats(profile_.linears.size());
+    for (std::size_t ui = 0; ui < profile_.units.size(); ++ui)
+      for (int m : profile_.units[ui].members)
+        formats[static_cast<std::size_t>(m)] = o_.formats[static_cast<std::size_t>(unit_formats[ui])];
+    return formats;
+  }
+
+  // Measured KL of an assignment: the stored roundings, dequantized one layer at a time.
   model::eval_result measure(const model::reference_cache& ref, const std::vector<int>& unit_formats) {
-    model::substituted_weights w(src_->weights());
-    for (std::size_t ui = 0; ui < profile_.units.size(); ++ui) {
-      const std::string& f = o_.formats[static_cast<std::size_t>(unit_formats[ui])];
-      if (f == "BF16") continue;
-      for (int m : profile_.units[ui].members) {
-        const auto& l = profile_.linears[static_cast<std::size_t>(m)];
-        const auto& r = rounded_.at({l.name, f});
-        w.substitute(l.name, Eigen::Map<const model::matrix>(r.dequantized.data(), l.rows, l.cols));
-      }
-    }
-    return ref.evaluate(w);
+    const rounded_weights w(src_->weights(), profile_, *store_, linear_formats(unit_formats));
+    return ref.evaluate(w, w.first_changed(src_->shape().layers));
   }
 
   std::int64_t bits_of(const std::vector<int>& unit_formats) const {
@@ -462,10 +526,7 @@ class quantize_job {
   // ---- stage 6: export (the rounding happened in the cost table) and the report --------------------
   void export_checkpoint() {
     const auto t0 = detail::clock::now();
-    std::vector<std::string> formats(profile_.linears.size());
-    for (std::size_t ui = 0; ui < profile_.units.size(); ++ui)
-      for (int m : profile_.units[ui].members)
-        formats[static_cast<std::size_t>(m)] = o_.formats[static_cast<std::size_t>(chosen_[ui])];
+    const std::vector<std::string> formats = linear_formats(chosen_);
     fill_report(formats);
     io::export_options eo;
     eo.max_shard_bytes = o_.max_shard_bytes;
@@ -473,7 +534,7 @@ class quantize_job {
     io::ct_export ex(src_->dir(), profile_, formats, o_.out, eo);
     progress bar("export", static_cast<long long>(profile_.linears.size()), log_);
     for (std::size_t i = 0; i < profile_.linears.size(); ++i) {
-      if (formats[i] != "BF16") ex.write_linear(i, rounded_.at({profile_.linears[i].name, formats[i]}).tensors);
+      if (formats[i] != "BF16") ex.write_linear(i, store_->tensors(i, formats[i]));
       bar.advance();
     }
     report_["timings_s"]["export"] = seconds_since(t0);
@@ -535,8 +596,8 @@ class quantize_job {
   model::profile profile_;
   std::unique_ptr<model::runner> runner_;
   std::optional<model::token_batch> calib_, eval_;
-  std::map<std::string, detail::linear_calibration> calib_of_;
-  std::map<std::pair<std::string, std::string>, detail::rounded> rounded_;
+  std::unique_ptr<rounded_store> store_;
+  std::vector<double> factor_;  // per Linear: predicted loss per unit of quant's output error
   alloc::Problem problem_;
   std::unique_ptr<alloc::Solver> solver_;
   std::vector<alloc::Assignment> curve_;
