@@ -28,6 +28,9 @@ run() {  # run NAME OUT_SUBDIR ARGS...: quantize, keep report as $out/NAME.json
 
 # round to nearest: uniform baselines (first: pq is then run at exactly the budget each of them achieved)
 uniform=(NVFP4:4.5 MXFP4:4.25 INT4_G128:4.125 MXFP8_E4M3:8.25)
+# one calibration fills the RTN cost table of all four formats (no evaluation: nothing is measured)
+"$pq" quantize --model "$model" --calib "$tokens:calib" --calib-windows "$calib_windows" --force --out "$out/rtn" \
+  --rounding rtn --formats NVFP4,MXFP4,INT4_G128,MXFP8_E4M3 --target-bits 16 > "$out/rtn-cost-table.log" 2>&1
 for f in "${uniform[@]}"; do
   run "uniform-${f%%:*}-rtn" rtn --rounding rtn --formats "${f%%:*}" --target-bits 16
 done

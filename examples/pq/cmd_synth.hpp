@@ -17,6 +17,7 @@ struct synth_request {
   std::string preset = "tiny";
   std::uint64_t seed = 0;
   int calib_windows = 32, eval_windows = 16, seq_len = 256;
+  int layers = 0;  // 0: the preset's
   std::uint64_t max_shard_bytes = 2ull << 30;
   bool force = false;
 };
@@ -24,6 +25,7 @@ struct synth_request {
 inline void synth(const synth_request& r) {
   pipeline::synth_options o = pipeline::synth_preset(r.preset);
   o.seed = r.seed;
+  if (r.layers > 0) o.num_layers = r.layers;
   pipeline::write_synthetic_checkpoint(o, r.out, {r.calib_windows, r.eval_windows, r.seq_len, r.max_shard_bytes, r.force});
 }
 
@@ -32,6 +34,8 @@ inline void add_synth_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("synth", "Write a seeded synthetic Llama- or MoE-shaped checkpoint with calib/eval tokens");
   cmd->add_option("--out", r->out, "Output directory")->required();
   cmd->add_option("--preset", r->preset, "tiny | moe-tiny | 1b | 8b")->capture_default_str();
+  cmd->add_option("--layers", r->layers, "Decoder layers (0: the preset's); e.g. to see what scales with depth")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--seed", r->seed, "Seed of weights and tokens")->capture_default_str();
   cmd->add_option("--calib-windows", r->calib_windows, "Calibration windows in tokens.safetensors")->capture_default_str();
   cmd->add_option("--eval-windows", r->eval_windows, "Evaluation windows in tokens.safetensors")->capture_default_str();
