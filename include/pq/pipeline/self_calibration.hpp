@@ -5,8 +5,10 @@
 // model finds typical.
 #pragma once
 #include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
