@@ -34,6 +34,7 @@ inline void add_quantize_command(CLI::App& app) {
   auto o = std::make_shared<pipeline::quantize_options>();
   auto formats = std::make_shared<std::string>("NVFP4,MXFP8_E4M3,BF16");
   auto method = std::make_shared<std::string>("gptq+sweep");
+  auto no_self = std::make_shared<bool>(false);
   auto* cmd = app.add_subcommand("quantize", "Calibrate, allocate formats under a bit budget, validate on measured KL, "
                                              "round and export a compressed-tensors checkpoint");
   cmd->add_option("--model", o->model, "Hugging Face model directory (read only)")->required();
@@ -42,6 +43,20 @@ inline void add_quantize_command(CLI::App& app) {
   cmd->add_option("--target-bits", o->target_bits, "Budget: average bits per weight of the quantizable Linears")->capture_default_str();
   cmd->add_option("--calib", o->calib, "Calibration tokens FILE:TENSOR, e.g. tokens.safetensors:calib");
   cmd->add_option("--eval", o->eval, "Evaluation tokens FILE:TENSOR, disjoint from --calib");
+  cmd->add_option("--calib-text", o->calib_text,
+                  "Calibration text (plain, or .jsonl/.ndjson with a \"text\" field), tokenized by the model's "
+                  "tokenizer.json; without --eval-text its last documents are held out for evaluation");
+  cmd->add_option("--eval-text", o->eval_text, "Evaluation text, sharing no document with --calib-text");
+  cmd->add_option("--seq-len", o->seq_len,
+                  "Tokens per text window or self-generated sequence (0: the eval length, else 512 for text, 256 generated)")
+      ->capture_default_str();
+  cmd->add_option("--calib-samples", o->calib_samples,
+                  "Calibration windows of --calib-text, or self-generated sequences (0: 128; generated with eval: 64)")
+      ->capture_default_str();
+  cmd->add_option("--eval-samples", o->eval_samples, "Evaluation windows of text (0: 64)")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "Seed of self-calibration's sampling")->capture_default_str();
+  cmd->add_flag("--no-self-calibration", *no_self,
+                "Without calibration data, do not sample calibration sequences from the model: weight-only costs (H = I)");
   cmd->add_option("--rounding", *method, "rtn | sweep | gptq | gptq+sweep")->capture_default_str();
   cmd->add_option("--pareto", o->pareto, "Budgets of the Pareto sweep LO:HI:STEP (default: the feasible range by 1/8)");
   cmd->add_option("--jobs", o->jobs, "Threads (0: all cores)")->capture_default_str();
@@ -52,7 +67,8 @@ inline void add_quantize_command(CLI::App& app) {
   cmd->add_option("--device", [](const CLI::results_t& v) { return v.size() == 1 && v[0] == "cpu"; },
                   "cpu (cuda: not in this build)");
   cmd->add_flag("--force", o->force, "Replace an existing output directory");
-  cmd->callback([o, formats, method] {
+  cmd->callback([o, formats, method, no_self] {
+    o->self_calibration = !*no_self;
     o->formats.clear();
     std::string cur;
     for (char c : *formats + ",") {

@@ -9,6 +9,7 @@ cmake --install "$build" --prefix "$work/prefix" > /dev/null
 cmake -S "$src/tests/consumer/find_package" -B "$work/fp" -DCMAKE_PREFIX_PATH="$work/prefix" > /dev/null
 cmake --build "$work/fp" > /dev/null
 "$work/fp/consumer"
+"$work/fp/consumer_text"
 cmake -S "$src/tests/consumer/add_subdirectory" -B "$work/as" -DPQ_SOURCE="$src" > /dev/null
 cmake --build "$work/as" > /dev/null
 "$work/as/consumer"

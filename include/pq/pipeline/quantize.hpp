@@ -32,6 +32,8 @@
 #include <pq/pipeline/progress.hpp>
 #include <pq/pipeline/resources.hpp>
 #include <pq/pipeline/rounded_store.hpp>
+#include <pq/pipeline/self_calibration.hpp>
+#include <pq/pipeline/text_calibration.hpp>
 #include <pq/quant/quantize_linear.hpp>
 
 namespace pq::pipeline {
@@ -59,6 +61,12 @@ struct quantize_options {
   std::vector<std::string> formats{"NVFP4", "MXFP8_E4M3", "BF16"};
   double target_bits = 4.75;
   std::string calib, eval;      // FILE:TENSOR, may be empty
+  std::filesystem::path calib_text, eval_text;  // text (plain, or .jsonl/.ndjson with "text"); exclusive with calib/eval
+  int seq_len = 0;              // tokens per text window or generated sequence (0: the eval length, else 512 text / 256 generated)
+  int calib_samples = 0;        // calibration windows of text, or generated sequences (0: 128; generated with eval: 64)
+  int eval_samples = 0;         // evaluation windows of text (0: 64)
+  bool self_calibration = true; // no calib, no calib_text: calibrate on sequences sampled from the model itself
+  std::uint64_t seed = 0;       // of self-calibration's sampling
   rounding method = rounding::gptq_sweep;
   std::string pareto;           // LO:HI:STEP, empty: a default sweep around the target
   int jobs = 0;                 // threads, 0: all cores
@@ -128,17 +136,35 @@ class quantize_job {
     qopt_.threads = o_.jobs;
     runner_ = std::make_unique<model::runner>(src_->weights(), src_->shape(), ro);
     const std::int64_t vocab = src_->shape().vocab;
-    if (!o_.calib.empty()) {
+    const bool from_text = !o_.calib_text.empty() || !o_.eval_text.empty();
+    if (from_text && (!o_.calib.empty() || !o_.eval.empty()))
+      throw pipeline_error(std::string(o_.calib_text.empty() ? "--eval-text" : "--calib-text") + " and " +
+                           (o_.calib.empty() ? "--eval" : "--calib") +
+                           " exclude each other: give calibration and evaluation data either as text or as token tensors");
+    if (o_.seq_len < 0 || o_.calib_samples < 0 || o_.eval_samples < 0)
+      throw pipeline_error("--seq-len, --calib-samples and --eval-samples must not be negative");
+    if (from_text) {
+      text_request tr;
+      tr.calib_text = o_.calib_text;
+      tr.eval_text = o_.eval_text;
+      if (o_.seq_len > 0) tr.seq_len = static_cast<std::size_t>(o_.seq_len);
+      if (o_.calib_samples > 0) tr.calib_windows = static_cast<std::size_t>(o_.calib_samples);
+      if (o_.eval_samples > 0) tr.eval_windows = static_cast<std::size_t>(o_.eval_samples);
+      auto t = load_text_tokens(o_.model, src_->dir().config_json(), vocab, tr);
+      calib_ = std::move(t.calib);
+      eval_ = std::move(t.eval);
+      if (calib_ && o_.calib_windows > 0 && o_.calib_windows < calib_->sequences) calib_ = calib_->first(o_.calib_windows);
+      if (eval_ && o_.eval_windows > 0 && o_.eval_windows < eval_->sequences) eval_ = eval_->first(o_.eval_windows);
+      report_["tokens"]["calibration"] = calib_ ? nlohmann::json(t.calib_description) : nlohmann::json(nullptr);
+      report_["tokens"]["evaluation"] = eval_ ? nlohmann::json(t.eval_description) : nlohmann::json(nullptr);
+    } else if (!o_.calib.empty()) {
       const auto c = parse_token_spec(o_.calib, "--calib");
       calib_ = model::load_tokens(c.file, c.tensor, vocab);
       if (o_.calib_windows > 0 && o_.calib_windows < calib_->sequences) calib_ = calib_->first(o_.calib_windows);
       report_["tokens"]["calibration"] = c.text() + " (" + std::to_string(calib_->sequences) + "x" +
                                          std::to_string(calib_->length) + ")";
-    } else {
-      std::fprintf(log_, "warning: no --calib tokens: costs are weight-only (H = I) and no sensitivities are measured\n");
-      report_["tokens"]["calibration"] = nullptr;
     }
-    if (!o_.eval.empty()) {
+    if (!from_text && !o_.eval.empty()) {
       const auto e = parse_token_spec(o_.eval, "--eval");
       if (!o_.calib.empty() && parse_token_spec(o_.calib, "--calib").text() == e.text())
         throw pipeline_error("--calib and --eval name the same tokens; calibration and evaluation must be disjoint");
@@ -146,18 +172,56 @@ class quantize_job {
       if (o_.eval_windows > 0 && o_.eval_windows < eval_->sequences) eval_ = eval_->first(o_.eval_windows);
       report_["tokens"]["evaluation"] = e.text() + " (" + std::to_string(eval_->sequences) + "x" +
                                         std::to_string(eval_->length) + ")";
-    } else {
+    } else if (!from_text) {
       report_["tokens"]["evaluation"] = nullptr;
     }
+    if (!calib_ && !o_.self_calibration) {
+      std::fprintf(log_, "warning: no calibration data and --no-self-calibration: costs are weight-only (H = I) and no "
+                         "sensitivities are measured\n");
+      report_["tokens"]["calibration"] = nullptr;
+    }
+    std::optional<self_calibration_options> self;
+    if (!calib_ && o_.self_calibration) self = self_calibration_plan(vocab);
     check_budget_feasible();
     for (const auto& f : o_.formats)
       visit_format(f, [&](auto fmt) {
         using F = decltype(fmt);
         if constexpr (F::has_tensor_scale && F::scheme.has_value() && F::scheme->input_activations.has_value())
-          if (!calib_)
+          if (!calib_ && !self)
             throw pipeline_error(std::string(F::name) + " quantizes activations and needs calibration data for its "
                                  "input_global_scale; use NVFP4A16 for weight-only NVFP4");
       });
+    if (self) self_calibrate(*self);
+  }
+
+  // Data-free calibration: what to sample (checked before any compute) and the sampling itself.
+  self_calibration_options self_calibration_plan(std::int64_t vocab) const {
+    self_calibration_options s;
+    const auto start = start_token(src_->dir().config_json());
+    if (!start)
+      throw pipeline_error(o_.model.string() + "/config.json has neither bos_token_id nor eos_token_id to start "
+                           "self-calibration from: give --calib or --calib-text, or --no-self-calibration");
+    if (*start < 0 || *start >= vocab)
+      throw pipeline_error(o_.model.string() + "/config.json: start token " + std::to_string(*start) +
+                           " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
+    s.start_token = *start;
+    s.length = o_.seq_len > 0 ? o_.seq_len : eval_ ? eval_->length : 256;
+    s.sequences = o_.calib_samples > 0 ? o_.calib_samples : eval_ ? 64 : 128;
+    if (o_.calib_windows > 0) s.sequences = std::min<Eigen::Index>(s.sequences, o_.calib_windows);
+    if (s.length < 2) throw pipeline_error("--seq-len must be at least 2 for self-calibration");
+    s.seed = o_.seed;
+    return s;
+  }
+
+  void self_calibrate(const self_calibration_options& s) {
+    std::fprintf(log_, "self-calibration: no --calib or --calib-text: calibrating on %lld x %lld tokens sampled from the "
+                       "model (seed %llu, temperature 1, from token %d)\n",
+                 static_cast<long long>(s.sequences), static_cast<long long>(s.length),
+                 static_cast<unsigned long long>(s.seed), s.start_token);
+    progress bar("self-calibration", static_cast<long long>(s.length - 1), log_);
+    calib_ = generate_calibration(*runner_, s, [&](Eigen::Index p, Eigen::Index) { bar.update(p); });
+    report_["tokens"]["calibration"] = describe(s);
+    report_["timings_s"]["self_calibration"] = bar.finish();
   }
 
   // The budget is checked from the formats' stored bits alone, before calibration.

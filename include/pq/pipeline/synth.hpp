@@ -83,6 +83,8 @@ inline nlohmann::json synth_config(const synth_options& o) {
   c["torch_dtype"] = "bfloat16";
   c["hidden_act"] = "silu";
   c["max_position_embeddings"] = 4096;
+  c["bos_token_id"] = 1;  // where self-calibration starts its sequences
+  c["eos_token_id"] = 2;
   if (moe) {
     c["num_experts"] = o.num_experts;
     c["num_experts_per_tok"] = o.experts_per_token;

@@ -120,9 +120,18 @@ struct window_counts {
   std::size_t eval_windows;
 };
 
+// Where a side's windows were cut from, for reports: documents [first_document, last_document) of
+// file (of `documents` in it), whose joined token stream holds `tokens` tokens.
+struct window_origin {
+  std::filesystem::path file;
+  std::size_t first_document = 0, last_document = 0, documents = 0;
+  std::size_t tokens = 0;
+};
+
 struct calibration_windows {
   token_windows calib;
   token_windows eval;
+  window_origin calib_origin, eval_origin;
 };
 
 // How documents are tokenized: JSON-line documents are joined with separator (when set,
@@ -212,20 +221,37 @@ inline calibration_windows make_calibration_windows(const tokenizer& tok, const 
     const auto eval_docs = read_documents(*eval_path);
     require_disjoint(calib_docs, eval_docs, calib_path, *eval_path);
     const auto eval = tokenize_documents(tok, eval_docs, *eval_path, document_separator);
-    out.calib = cut_windows(join_documents(calib, 0, calib.docs.size()), counts.calib_windows, counts.seq_len,
-                            calib_path.string() + " (calibration)");
-    out.eval = cut_windows(join_documents(eval, 0, eval.docs.size()), counts.eval_windows, counts.seq_len,
-                           eval_path->string() + " (evaluation)");
+    const auto calib_stream = join_documents(calib, 0, calib.docs.size());
+    const auto eval_stream = join_documents(eval, 0, eval.docs.size());
+    out.calib = cut_windows(calib_stream, counts.calib_windows, counts.seq_len, calib_path.string() + " (calibration)");
+    out.eval = cut_windows(eval_stream, counts.eval_windows, counts.seq_len, eval_path->string() + " (evaluation)");
+    out.calib_origin = {calib_path, 0, calib.docs.size(), calib.docs.size(), calib_stream.size()};
+    out.eval_origin = {*eval_path, 0, eval.docs.size(), eval.docs.size(), eval_stream.size()};
     return out;
   }
   const std::size_t split = counts.eval_windows == 0
                                 ? calib.docs.size()
                                 : held_out_tail_start(calib, counts.eval_windows * counts.seq_len, calib_path);
-  out.calib = cut_windows(join_documents(calib, 0, split), counts.calib_windows, counts.seq_len,
-                          calib_path.string() + " (calibration part)");
-  out.eval = cut_windows(join_documents(calib, split, calib.docs.size()), counts.eval_windows, counts.seq_len,
-                         calib_path.string() + " (held-out evaluation part)");
+  const auto calib_stream = join_documents(calib, 0, split);
+  const auto eval_stream = join_documents(calib, split, calib.docs.size());
+  out.calib = cut_windows(calib_stream, counts.calib_windows, counts.seq_len, calib_path.string() + " (calibration part)");
+  out.eval = cut_windows(eval_stream, counts.eval_windows, counts.seq_len, calib_path.string() + " (held-out evaluation part)");
+  out.calib_origin = {calib_path, 0, split, calib.docs.size(), calib_stream.size()};
+  out.eval_origin = {calib_path, split, calib.docs.size(), calib.docs.size(), eval_stream.size()};
   return out;
+}
+
+// `count` windows of seq_len from one text file on its own (e.g. evaluation text when calibration is
+// self-generated); origin, when given, says what they were cut from.
+inline token_windows make_windows(const tokenizer& tok, const std::filesystem::path& path, std::size_t count,
+                                  std::size_t seq_len, std::optional<std::int32_t> document_separator,
+                                  window_origin* origin = nullptr) {
+  if (seq_len == 0) throw text_error("--seq-len must be at least 1");
+  const auto docs = tokenize_documents(tok, read_documents(path), path, document_separator);
+  const auto stream = join_documents(docs, 0, docs.docs.size());
+  auto w = cut_windows(stream, count, seq_len, path.string());
+  if (origin) *origin = {path, 0, docs.docs.size(), docs.docs.size(), stream.size()};
+  return w;
 }
 
 }  // namespace pq::text

@@ -169,22 +169,35 @@ inline attention_tape attention_inputs(const attention_weights& w, const forward
   return t;
 }
 
-// Runs layer w on `h` (rows: whole sequences of rope.cos.rows() tokens) in place.
-inline void layer_forward(const layer_weights& w, const forward_config& c, const rope_table& rope, matrix& h,
-                          linear_hooks* hooks) {
-  const Eigen::Index len = rope.cos.rows();
-  {
-    const matrix xn = rmsnorm(h, w.input_norm, c.rms_eps);
-    const attention_tape t = attention_inputs(w.attn, c, rope, xn, hooks);
-    const matrix a = attention(t.q, t.k, t.v, len, c.head_dim);
-    report_input(hooks, {&w.attn.o}, a);
-    h.noalias() += apply_linear(w.attn.o, a);
-  }
+// The attention half of layer w on h in place: input norm, q/k/v (q/k norm, rope by `rope`),
+// attend(tape) -> [rows, heads * head_dim], o_proj, residual. `attend` is the whole-sequence
+// causal attention in the forward, and attention over a KV cache in the incremental decoder.
+template <class Attend>
+inline void attention_block(const layer_weights& w, const forward_config& c, const rope_table& rope, matrix& h,
+                            linear_hooks* hooks, Attend&& attend) {
+  const matrix xn = rmsnorm(h, w.input_norm, c.rms_eps);
+  const attention_tape t = attention_inputs(w.attn, c, rope, xn, hooks);
+  const matrix a = attend(t);
+  report_input(hooks, {&w.attn.o}, a);
+  h.noalias() += apply_linear(w.attn.o, a);
+}
+
+// The feed-forward half of layer w on h in place: post-attention norm, MLP or MoE, residual.
+// Row by row independent.
+inline void feed_forward_block(const layer_weights& w, const forward_config& c, matrix& h, linear_hooks* hooks) {
   const matrix xn = rmsnorm(h, w.post_norm, c.rms_eps);
   if (const auto* d = std::get_if<mlp_weights>(&w.mlp))
     h.noalias() += mlp_forward(*d, xn, hooks);
   else
     h.noalias() += moe_forward(std::get<moe_weights>(w.mlp), c.moe, xn, hooks);
+}
+
+// Runs layer w on `h` (rows: whole sequences of rope.cos.rows() tokens) in place.
+inline void layer_forward(const layer_weights& w, const forward_config& c, const rope_table& rope, matrix& h,
+                          linear_hooks* hooks) {
+  const Eigen::Index len = rope.cos.rows();
+  attention_block(w, c, rope, h, hooks, [&](const attention_tape& t) { return attention(t.q, t.k, t.v, len, c.head_dim); });
+  feed_forward_block(w, c, h, hooks);
 }
 
 // Given the layer input h and dy = d/d(layer output), returns d/d(layer input) and reports
