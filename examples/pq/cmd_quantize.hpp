@@ -67,6 +67,8 @@ inline void add_quantize_command(CLI::App& app) {
   cmd->add_option("--device", [](const CLI::results_t& v) { return v.size() == 1 && v[0] == "cpu"; },
                   "cpu (cuda: not in this build)");
   cmd->add_flag("--force", o->force, "Replace an existing output directory");
+  cmd->add_flag_callback("--no-resume", [o] { o->resume = false; },
+                         "Round everything again instead of reusing <out>.pq-work/ from an earlier run on the same inputs");
   cmd->callback([o, formats, method, no_self] {
     o->self_calibration = !*no_self;
     o->formats.clear();
