@@ -19,9 +19,10 @@ mkdir -p "$out"
 common=(--model "$model" --calib "$tokens:calib" --eval "$tokens:eval" --calib-windows "$calib_windows"
         --eval-windows "$eval_windows" --polish 6 --force)
 
-run() {  # run NAME OUT_SUBDIR ARGS...: quantize, keep report as $out/NAME.json
+run() {  # run NAME OUT_SUBDIR ARGS...: quantize, keep report as $out/NAME.json (kept from an earlier run)
   local name=$1 dir=$2
   shift 2
+  [ -f "$out/$name.json" ] && [ "$name" != mixed-4.75 ] && return
   "$pq" quantize "${common[@]}" --out "$out/$dir" "$@" > "$out/$name.log" 2>&1
   cp "$out/$dir/report.json" "$out/$name.json"
 }
@@ -37,7 +38,10 @@ done
 # GPTQ + sweep (the default rounding): one cost table for the whole menu, reused by every budget
 menu=NVFP4,MXFP4,INT4_G128,MXFP8_E4M3,BF16
 for f in "${uniform[@]}"; do
-  b=$(python3 -c "import json,sys; print(repr(json.load(open(sys.argv[1]))['achieved_bpp']))" "$out/uniform-${f%%:*}-rtn.json")
+  # achieved_bpp is bits/params rounded to the nearest double, possibly just below the exact ratio; the next
+  # double up admits the same bits (pq's budget is the exact floor of target x params)
+  b=$(python3 -c "import json,math,sys; print(repr(math.nextafter(json.load(open(sys.argv[1]))['achieved_bpp'], math.inf)))" \
+      "$out/uniform-${f%%:*}-rtn.json")
   run "pq-at-${f%%:*}" gptq "--formats=$menu" --target-bits "$b"
 done
 run uniform-NVFP4-gptq gptq --formats NVFP4 --target-bits 16
