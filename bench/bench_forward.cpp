@@ -10,8 +10,9 @@
 #include <pq/model/evaluation.hpp>
 #include <pq/model/source_model.hpp>
 
+#include <pq/pipeline/resources.hpp>
+
 #include <fmt/core.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -26,11 +27,7 @@ namespace {
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
-long peak_rss_mb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return u.ru_maxrss / 1024;
-}
+long long peak_rss_mb() { return pq::pipeline::peak_rss_bytes() >> 20; }
 
 void bench(const std::filesystem::path& dir, Eigen::Index sequences) {
   using namespace pq::model;

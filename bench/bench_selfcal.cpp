@@ -5,8 +5,9 @@
 #include <pq/model/source_model.hpp>
 #include <pq/pipeline/self_calibration.hpp>
 
+#include <pq/pipeline/resources.hpp>
+
 #include <fmt/core.h>
-#include <sys/resource.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -19,11 +20,7 @@ namespace {
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
-long peak_rss_mb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return u.ru_maxrss / 1024;
-}
+long long peak_rss_mb() { return pq::pipeline::peak_rss_bytes() >> 20; }
 long env_or(const char* name, long fallback) {
   const char* v = std::getenv(name);
   return v ? std::atol(v) : fallback;
