@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <pq/error.hpp>
+
 namespace pq::alloc {
 
 // One candidate format of a unit. `format` indexes the caller's list of format names;
@@ -39,9 +41,9 @@ struct Problem {
 };
 
 // Every error of this area derives from this one.
-class alloc_error : public std::runtime_error {
+class alloc_error : public pq::error {
  public:
-  using std::runtime_error::runtime_error;
+  using pq::error::error;
 };
 
 // A problem that is malformed (message names the unit and what is wrong).

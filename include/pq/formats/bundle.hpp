@@ -10,6 +10,7 @@
 #include <vector>
 
 #include <pq/core/type_list.hpp>
+#include <pq/error.hpp>
 #include <pq/formats/bf16.hpp>
 #include <pq/formats/format.hpp>
 #include <pq/formats/fp8.hpp>
@@ -27,8 +28,8 @@ using bundle = type_list<Fs...>;
 using all_formats = bundle<NVFP4, NVFP4A16, MXFP4, MXFP6_E3M2, MXFP6_E2M3, MXFP8_E4M3, FP8_CHANNEL, INT4_G128,
                            INT4_G128_ASYM, INT8_CHANNEL, BF16>;
 
-struct unknown_format : std::invalid_argument {
-  using std::invalid_argument::invalid_argument;
+struct unknown_format : pq::error {
+  using pq::error::error;
 };
 
 template <class Bundle = all_formats>

@@ -11,6 +11,7 @@
 
 #include <pq/config.hpp>
 #include <pq/core/dtype.hpp>
+#include <pq/error.hpp>
 
 namespace pq {
 
@@ -100,8 +101,8 @@ template <Format F> constexpr bool accepts(index_t rows, index_t cols) {
 }
 
 // Shapes a format does not accept are an error naming the format and the shape.
-struct unsupported_shape : std::invalid_argument {
-  using std::invalid_argument::invalid_argument;
+struct unsupported_shape : pq::error {
+  using pq::error::error;
 };
 template <Format F> void require_accepts(index_t rows, index_t cols, std::string_view what = "matrix") {
   if (!accepts<F>(rows, cols))

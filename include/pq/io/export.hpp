@@ -15,6 +15,7 @@
 
 #include <unistd.h>
 
+#include <pq/error.hpp>
 #include <pq/formats/bundle.hpp>
 #include <pq/formats/quantized.hpp>
 #include <pq/io/compressed_tensors.hpp>
@@ -23,8 +24,8 @@
 
 namespace pq::io {
 
-struct export_error : std::runtime_error {
-  using std::runtime_error::runtime_error;
+struct export_error : pq::error {
+  using pq::error::error;
 };
 
 struct export_options {

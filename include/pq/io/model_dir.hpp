@@ -13,12 +13,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include <pq/error.hpp>
 #include <pq/io/safetensors.hpp>
 
 namespace pq::io {
 
-struct model_dir_error : std::runtime_error {
-  using std::runtime_error::runtime_error;
+struct model_dir_error : pq::error {
+  using pq::error::error;
 };
 
 inline nlohmann::json read_json_file(const std::filesystem::path& p) {

@@ -26,11 +26,12 @@
 
 #include <pq/core/bf16.hpp>
 #include <pq/core/dtype.hpp>
+#include <pq/error.hpp>
 
 namespace pq::io {
 
-struct format_error : std::runtime_error {
-  using std::runtime_error::runtime_error;
+struct format_error : pq::error {
+  using pq::error::error;
 };
 
 inline constexpr std::uint64_t max_header_bytes = 100'000'000;  // safetensors' MAX_HEADER_SIZE

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <pq/error.hpp>
 #include <pq/model/forward_config.hpp>
 
 namespace pq::model {
@@ -19,8 +20,8 @@ enum class arch { llama, mistral, qwen2, qwen3, qwen2_moe, qwen3_moe };
 inline constexpr std::array<std::string_view, 6> supported_model_types{"llama",   "mistral",   "qwen2",
                                                                        "qwen3",   "qwen2_moe", "qwen3_moe"};
 
-struct config_error : std::runtime_error {
-  using std::runtime_error::runtime_error;
+struct config_error : pq::error {
+  using pq::error::error;
 };
 
 struct model_config {

@@ -5,6 +5,8 @@
 #include <stdexcept>
 #include <string>
 
+#include <pq/error.hpp>
+
 namespace pq::model {
 
 // Row-major like the checkpoints: a Linear weight is [out_features, in_features], activations
@@ -17,9 +19,9 @@ using vector_d = Eigen::VectorXd;
 
 // A checkpoint, token file or statistics file the runtime cannot use: the message names the
 // file or tensor and what is wrong.
-class model_error : public std::runtime_error {
+class model_error : public pq::error {
 public:
-  using std::runtime_error::runtime_error;
+  using pq::error::error;
 };
 
 }  // namespace pq::model

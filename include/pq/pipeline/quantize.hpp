@@ -23,6 +23,7 @@
 #include <pq/alloc/report.hpp>
 #include <pq/alloc/solver.hpp>
 #include <pq/alloc/svg.hpp>
+#include <pq/error.hpp>
 #include <pq/formats/bundle.hpp>
 #include <pq/io/export.hpp>
 #include <pq/model/architecture.hpp>
@@ -38,8 +39,8 @@
 
 namespace pq::pipeline {
 
-struct pipeline_error : std::runtime_error {
-  using std::runtime_error::runtime_error;
+struct pipeline_error : pq::error {
+  using pq::error::error;
 };
 
 // A token tensor inside a safetensors file, written `path:tensor` on the command line.

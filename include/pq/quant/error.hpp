@@ -2,12 +2,14 @@
 #pragma once
 #include <stdexcept>
 
+#include <pq/error.hpp>
+
 namespace pq {
 
 // Bad input to a rounding algorithm (non-finite weights or activations, mismatched shapes or statistics,
 // corrupt serialized statistics). The message names the Linear (or the byte stream) and what is wrong.
-struct quant_error : std::runtime_error {
-  using std::runtime_error::runtime_error;
+struct quant_error : pq::error {
+  using pq::error::error;
 };
 
 }  // namespace pq

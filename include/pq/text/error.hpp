@@ -4,10 +4,12 @@
 #include <stdexcept>
 #include <string>
 
+#include <pq/error.hpp>
+
 namespace pq::text {
 
-struct text_error : std::runtime_error {
-  using std::runtime_error::runtime_error;
+struct text_error : pq::error {
+  using pq::error::error;
 };
 
 }  // namespace pq::text
