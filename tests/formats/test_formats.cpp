@@ -195,3 +195,49 @@ TEST_CASE("unknown names list the valid ones") {
   CHECK_THROWS_AS(visit_format<small>("MXFP4", [](auto) {}), unknown_format);
   CHECK(format_names<small>().size() == 2);
 }
+
+// The concept rejects a policy that lacks what pack/unpack use, or whose stored tensors contradict its flags:
+// a user's format fails at the concept, not inside the library. Each broken policy differs from a valid one
+// (the shipped MXFP4) in one respect.
+namespace broken {
+struct no_asymmetric_flag {
+  static constexpr std::string_view name = "X";
+  using element = e2m1;
+  using scale_codec = ue8m0;
+  using code_type = std::uint8_t;
+  static constexpr index_t group_size = 32, column_multiple = 32;
+  static constexpr bool has_tensor_scale = false;
+  static constexpr float tensor_scale(float) { return 1.0f; }
+  static constexpr qparams group_params(float lo, float hi, float g) { return MXFP4::group_params(lo, hi, g); }
+  static constexpr std::uint32_t quantize(float x, qparams p) { return MXFP4::quantize(x, p); }
+  static constexpr float dequantize(std::uint32_t c, qparams p) { return MXFP4::dequantize(c, p); }
+  static constexpr auto stored_tensors(index_t r, index_t c) { return MXFP4::stored_tensors(r, c); }
+  static constexpr auto scheme = MXFP4::scheme;
+};
+struct with_flag : no_asymmetric_flag {
+  static constexpr bool asymmetric = false;
+};
+struct claims_tensor_scale : with_flag {  // but stores no global scale
+  static constexpr bool has_tensor_scale = true;
+};
+struct claims_zero_points : with_flag {  // asymmetric, but E2M1 has no integer offset and nothing stores zeros
+  static constexpr bool asymmetric = true;
+};
+struct codes_too_narrow : with_flag {  // 16-bit codes in an 8-bit code type would be cut
+  using element = bf16;
+};
+struct ragged_groups : with_flag {  // groups of 32 but accepts multiples of 16
+  static constexpr index_t column_multiple = 16;
+};
+}  // namespace broken
+
+TEST_CASE("the Format concept checks what the library relies on") {
+  static_assert(Format<broken::with_flag>);
+  static_assert(!Format<broken::no_asymmetric_flag>);
+  static_assert(!Format<broken::claims_tensor_scale>);
+  static_assert(!Format<broken::claims_zero_points>);
+  static_assert(!Format<broken::codes_too_narrow>);
+  static_assert(!Format<broken::ragged_groups>);
+  static_assert(ElementCodec<e2m1> && ElementCodec<int4> && ElementCodec<bf16> && !ElementCodec<float>);
+  CHECK(Format<broken::with_flag>);
+}

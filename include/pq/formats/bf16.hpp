@@ -31,4 +31,8 @@ struct BF16 {
   static constexpr std::optional<ct_scheme> scheme = std::nullopt;
 };
 
+// Passthrough stores the source tensor as it is: 16 bits per weight, nothing else.
+static_assert(Format<BF16>);
+static_assert(stored_bytes<BF16>(4096, 4096) == 4096 * 4096 * 2 && !BF16::scheme.has_value());
+
 }  // namespace pq

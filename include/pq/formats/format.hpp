@@ -5,6 +5,7 @@
 #include <concepts>
 #include <cstdint>
 #include <optional>
+#include <ranges>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -65,22 +66,64 @@ struct ct_scheme {
   std::optional<ct_args> input_activations;
 };
 
-// The Format concept. A policy is a stateless type; see formats/*.hpp for the registry's members.
+// An element or scale codec: a code of `bits` bits (all 2^bits codes decodable), encode rounding to nearest
+// even and saturating, decode exact. Minifloats, integers, BF16 and a user's codebook (examples/) all model it.
+template <class C>
+concept ElementCodec = requires(float x, std::uint32_t code) {
+  { C::name } -> std::convertible_to<std::string_view>;
+  { C::bits } -> std::convertible_to<int>;
+  { C::code_count } -> std::convertible_to<std::uint32_t>;
+  { C::encode(x) } -> std::same_as<std::uint32_t>;
+  { C::decode(code) } -> std::same_as<float>;
+} && (C::bits >= 1 && C::bits <= 16 && C::code_count == (std::uint32_t{1} << C::bits));
+
+namespace detail {
+// The stored tensors agree with the policy's flags: one code tensor, a block-scale tensor exactly when there is
+// a scale codec, a global scale exactly when the format has a tensor scale, zero points exactly when it is
+// asymmetric, every role at most once. Checked on one shape the format accepts.
+template <class F>
+constexpr bool stored_tensors_agree() {
+  const index_t cols = F::column_multiple * 8, rows = 64;
+  int count[6] = {};
+  for (const stored_tensor& t : F::stored_tensors(rows, cols)) {
+    ++count[static_cast<int>(t.role)];
+    if (t.rank < 1 || t.rank > 2 || t.bytes() <= 0) return false;
+  }
+  for (int c : count)
+    if (c > 1) return false;
+  constexpr bool has_scale_codec = requires { typename F::scale_codec; };
+  return count[static_cast<int>(tensor_role::codes)] == 1 &&
+         (count[static_cast<int>(tensor_role::block_scale)] == 1) == has_scale_codec &&
+         (count[static_cast<int>(tensor_role::global_scale)] == 1) == F::has_tensor_scale &&
+         (count[static_cast<int>(tensor_role::zero_point)] == 1) == F::asymmetric;
+}
+}  // namespace detail
+
+// The Format concept: everything the library uses of a policy (RTN, sweep, GPTQ, pack/unpack, pricing, export),
+// so that a type modelling it works everywhere, and one that lacks a member fails here, not deep inside pack().
+// A policy is a stateless type; see formats/*.hpp for the registry's members.
 template <class F>
 concept Format = requires(float x, qparams p, std::uint32_t code, index_t n) {
   { F::name } -> std::convertible_to<std::string_view>;
   typename F::element;      // the element codec
   typename F::code_type;    // unsigned integer holding one element code
   { F::group_size } -> std::convertible_to<index_t>;  // 0: one group per row
-  { F::has_tensor_scale } -> std::convertible_to<bool>;
+  { F::column_multiple } -> std::convertible_to<index_t>;  // the format accepts K % column_multiple == 0
+  { F::has_tensor_scale } -> std::convertible_to<bool>;   // a per-decision-unit scale (NVFP4's global scale)
+  { F::asymmetric } -> std::convertible_to<bool>;         // groups carry an integer zero point
   { F::tensor_scale(x) } -> std::same_as<float>;         // from the decision unit's amax
   { F::group_params(x, x, x) } -> std::same_as<qparams>;  // from a group's min, max and the tensor scale
   { F::quantize(x, p) } -> std::same_as<std::uint32_t>;
   { F::dequantize(code, p) } -> std::same_as<float>;
-  { F::column_multiple } -> std::convertible_to<index_t>;  // the format accepts K % column_multiple == 0
-  F::stored_tensors(n, n);
+  { F::stored_tensors(n, n) } -> std::ranges::range;
   { F::scheme } -> std::convertible_to<std::optional<ct_scheme>>;
-};
+} && ElementCodec<typename F::element> && std::unsigned_integral<typename F::code_type> &&
+    (static_cast<int>(sizeof(typename F::code_type)) * 8 >= F::element::bits) &&
+    (F::group_size >= 0 && F::column_multiple > 0 && (F::group_size == 0 || F::column_multiple % F::group_size == 0)) &&
+    (!requires { typename F::scale_codec; } || ElementCodec<typename F::scale_codec>) &&
+    (!F::asymmetric || requires { { F::element::offset } -> std::convertible_to<std::uint32_t>; }) &&
+    std::same_as<std::ranges::range_value_t<decltype(F::stored_tensors(1, 1))>, stored_tensor> &&
+    detail::stored_tensors_agree<F>();
 
 // Columns per group of a [rows, cols] matrix, and groups per row.
 template <Format F> constexpr index_t group_width(index_t cols) { return F::group_size ? F::group_size : cols; }

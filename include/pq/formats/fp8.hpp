@@ -46,4 +46,10 @@ struct FP8_CHANNEL {
       ct_args{8, "float", "token", 0, true, ct_dynamic::yes, "", ""}};
 };
 
+// The spec's numbers (shared/spec/compressed-tensors.md §2, §3.4): E4M3FN max 448, one BF16 scale per row:
+// weight [N, K] F8_E4M3 + weight_scale [N, 1], 8 + 16/K bits per weight.
+static_assert(Format<FP8_CHANNEL>);
+static_assert(e4m3::max_finite == 448.0f && e4m3::decode(0x38) == 1.0f && e4m3::decode(0x20) == 0.125f);
+static_assert(stored_bytes<FP8_CHANNEL>(4096, 4096) == 4096 * 4096 + 2 * 4096);
+
 }  // namespace pq

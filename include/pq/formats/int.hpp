@@ -96,4 +96,15 @@ struct INT8_CHANNEL : detail::int_policy<int8, 0, false> {
   static constexpr std::string_view name = "INT8_CHANNEL";
 };
 
+// The spec's numbers (shared/spec/compressed-tensors.md §2, §3.5): codes u = q + 2^(b-1) in int32 words,
+// BF16 scales per 128 columns (INT4) or per row (INT8), weight_shape I64 [2], 4-bit zero points packed down
+// the rows as I32 [ceil(N/8), K/128]; symmetric scale amax/7.5 (4 bits) and amax/127.5 (8 bits).
+static_assert(Format<INT4_G128> && Format<INT4_G128_ASYM> && Format<INT8_CHANNEL>);
+static_assert(int4::min == -8 && int4::max == 7 && int4::offset == 8 && int8::offset == 128);
+static_assert(INT4_G128::group_size == 128 && INT8_CHANNEL::group_size == 0);
+static_assert(stored_bytes<INT4_G128>(4096, 4096) == 4096 * 4096 / 2 + 4096 * 32 * 2 + 16);
+static_assert(stored_bytes<INT4_G128_ASYM>(4096, 4096) == stored_bytes<INT4_G128>(4096, 4096) + 512 * 32 * 4);
+static_assert(stored_bytes<INT8_CHANNEL>(4096, 4096) == 4096 * 4096 + 4096 * 2 + 16);
+static_assert(int_symmetric_params<int4>(7.5f).scale == 1.0f && int_symmetric_params<int8>(127.5f).scale == 1.0f);
+
 }  // namespace pq

@@ -85,4 +85,17 @@ struct MXFP8_E4M3 : detail::mx_policy<e4m3> {
       std::nullopt};
 };
 
+// The spec's numbers (shared/spec/compressed-tensors.md §2, §3.2, §3.3; OCP MX v1.0): 32 elements per UE8M0
+// scale (2^(e-127)); element maxima E2M1 6, E3M2 28, E2M3 7.5, E4M3 448; 4.25 / 6.25 / 8.25 bits per weight.
+static_assert(Format<MXFP4> && Format<MXFP6_E3M2> && Format<MXFP6_E2M3> && Format<MXFP8_E4M3>);
+static_assert(ue8m0::decode(127) == 1.0f && ue8m0::decode(125) == 0.25f);
+static_assert(e2m1::max_finite == 6.0f && e3m2::max_finite == 28.0f && e2m3::max_finite == 7.5f &&
+              e4m3::max_finite == 448.0f);
+static_assert(MXFP4::group_size == 32 && MXFP8_E4M3::group_size == 32);
+static_assert(bits_per_weight<MXFP4>(4096, 4096) == 4.25 && bits_per_weight<MXFP6_E3M2>(4096, 4096) == 6.25 &&
+              bits_per_weight<MXFP6_E2M3>(4096, 4096) == 6.25 && bits_per_weight<MXFP8_E4M3>(4096, 4096) == 8.25);
+// amax = (1+f)·2^E rounds to 2^(E+1) when f >= 0.75 (§3.2): 6 = 1.5·2^2 keeps 2^2, 448 = 1.75·2^8 bumps to 2^9.
+static_assert(mx_group_params<e2m1>(6.0f).scale_code == 127 && mx_group_params<e4m3>(448.0f).scale_code == 128 &&
+              mx_group_params<e4m3>(256.0f).scale_code == 127);
+
 }  // namespace pq

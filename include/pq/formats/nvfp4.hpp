@@ -72,4 +72,14 @@ struct NVFP4A16 : detail::nvfp4_policy<false> {
   static constexpr std::string_view name = "NVFP4A16";
 };
 
+// The spec's numbers (shared/spec/compressed-tensors.md §2, §3.1): E2M1 elements up to 6, E4M3 block scales up
+// to 448 (0x7E), one scale per 16 elements, and for an [N, K] Linear exactly weight_packed [N, K/2] U8 +
+// weight_scale [N, K/16] F8_E4M3 + weight_global_scale F32 [1] (+ input_global_scale F32 [1] for W4A4).
+static_assert(Format<NVFP4> && Format<NVFP4A16>);
+static_assert(e2m1::max_finite == 6.0f && e4m3::max_finite == 448.0f && e4m3::encode(448.0f) == 0x7Eu);
+static_assert(NVFP4::group_size == 16 && NVFP4A16::group_size == 16);
+static_assert(stored_bytes<NVFP4A16>(4096, 4096) == 4096 * 4096 / 2 + 4096 * 4096 / 16 + 4);
+static_assert(stored_bytes<NVFP4>(4096, 4096) == stored_bytes<NVFP4A16>(4096, 4096) + 4);
+static_assert(nvfp4_global_scale(6.0f) == 448.0f);  // g = 448·6 / amax
+
 }  // namespace pq
