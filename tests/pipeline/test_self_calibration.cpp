@@ -21,7 +21,7 @@ namespace fs = std::filesystem;
 using namespace pq;
 
 namespace {
-std::FILE* quiet() {
+std::FILE* selfcal_quiet() {
   static std::FILE* f = std::fopen("/dev/null", "w");
   return f;
 }
@@ -162,7 +162,7 @@ TEST_CASE("pq quantize without calibration data calibrates on self-generated seq
   o.calib_samples = 6;
   o.seq_len = 24;
   o.seed = 3;
-  const auto r = pipeline::run_quantize(o, quiet());
+  const auto r = pipeline::run_quantize(o, selfcal_quiet());
   const std::string calib = r["tokens"]["calibration"].get<std::string>();
   CHECK(calib.rfind("self-generated: 6 x 24, seed 3, temperature 1", 0) == 0);
   CHECK(r["timings_s"].contains("self_calibration"));
@@ -190,9 +190,9 @@ TEST_CASE("pq quantize without calibration data calibrates on self-generated seq
   // --no-self-calibration: the old weight-only path, and W4A4 NVFP4 is refused
   o.out = d.root / "none";
   o.self_calibration = false;
-  CHECK_THROWS_WITH_AS(pipeline::run_quantize(o, quiet()), doctest::Contains("use NVFP4A16"), pipeline::pipeline_error);
+  CHECK_THROWS_WITH_AS(pipeline::run_quantize(o, selfcal_quiet()), doctest::Contains("use NVFP4A16"), pipeline::pipeline_error);
   o.formats = {"NVFP4A16", "MXFP8_E4M3", "BF16"};
-  const auto w = pipeline::run_quantize(o, quiet());
+  const auto w = pipeline::run_quantize(o, selfcal_quiet());
   CHECK(w["tokens"]["calibration"].is_null());
   CHECK_FALSE(w["timings_s"].contains("self_calibration"));
 }
@@ -208,7 +208,7 @@ TEST_CASE("self-calibration without a start token is one clear error before any 
   o.out = d.root / "q";
   o.formats = {"NVFP4A16", "BF16"};
   o.target_bits = 5.0;
-  CHECK_THROWS_WITH_AS(pipeline::run_quantize(o, quiet()), doctest::Contains("neither bos_token_id nor eos_token_id"),
+  CHECK_THROWS_WITH_AS(pipeline::run_quantize(o, selfcal_quiet()), doctest::Contains("neither bos_token_id nor eos_token_id"),
                        pipeline::pipeline_error);
   for (const auto& e : fs::directory_iterator(d.root)) CHECK(e.path().filename() == "model");  // nothing written
 }

@@ -18,7 +18,7 @@ namespace fs = std::filesystem;
 using namespace pq;
 
 namespace {
-std::FILE* quiet() {
+std::FILE* text_quiet() {
   static std::FILE* f = std::fopen("/dev/null", "w");
   return f;
 }
@@ -26,10 +26,10 @@ std::FILE* quiet() {
 // A 320-token byte-level BPE tokenizer (Llama-3 split regex) trained on Python files.
 const fs::path tokenizer_json = fs::path(PQ_SOURCE_DIR) / "tests/text/data/llama3_style_tokenizer.json";
 
-struct fixture {
+struct text_fixture {
   fs::path root = fs::temp_directory_path() / ("pq_test_text_calib_" + std::to_string(::getpid()));
   fs::path model = root / "model";
-  explicit fixture(int vocab = 512) {
+  explicit text_fixture(int vocab = 512) {
     fs::remove_all(root);
     fs::create_directories(root);
     pipeline::synth_options o;
@@ -38,7 +38,7 @@ struct fixture {
     pipeline::write_synthetic_checkpoint(o, model, {4, 4, 32});
     fs::copy_file(tokenizer_json, model / "tokenizer.json");
   }
-  ~fixture() { fs::remove_all(root); }
+  ~text_fixture() { fs::remove_all(root); }
   fs::path write(const std::string& name, const std::string& content) const {
     std::ofstream(root / name, std::ios::binary) << content;
     return root / name;
@@ -85,7 +85,7 @@ std::string error_of(auto&& f) {
 }  // namespace
 
 TEST_CASE("one text file: calibration and evaluation windows never share text") {
-  fixture fx;
+  text_fixture fx;
   const std::string text = python_text(60);
   const fs::path file = fx.write("code.txt", text);
   pipeline::text_request r;
@@ -124,10 +124,10 @@ TEST_CASE("one text file: calibration and evaluation windows never share text") 
 }
 
 TEST_CASE("pq quantize on text: calibration windows and held-out evaluation are reported") {
-  fixture fx;
+  text_fixture fx;
   auto o = fx.options("q");
   o.calib_text = fx.write("code.txt", python_text(80));
-  const auto r = pipeline::run_quantize(o, quiet());
+  const auto r = pipeline::run_quantize(o, text_quiet());
   const std::string calib = r["tokens"]["calibration"].get<std::string>();
   const std::string eval = r["tokens"]["evaluation"].get<std::string>();
   CHECK(calib.rfind("6 windows x 32 tokens from text " + o.calib_text.string(), 0) == 0);
@@ -139,54 +139,54 @@ TEST_CASE("pq quantize on text: calibration windows and held-out evaluation are 
   // evaluation text alone: calibration is self-generated, with the windows' length
   auto e = fx.options("e");
   e.eval_text = fx.write("eval.txt", python_text(30));
-  const auto re = pipeline::run_quantize(e, quiet());
+  const auto re = pipeline::run_quantize(e, text_quiet());
   CHECK(re["tokens"]["calibration"].get<std::string>().rfind("self-generated: 6 x 32", 0) == 0);
   CHECK(re["tokens"]["evaluation"].get<std::string>().rfind("4 windows x 32 tokens from text", 0) == 0);
 }
 
 TEST_CASE("bad text input: one clear error before any compute, nothing left on disk") {
-  fixture fx;
+  text_fixture fx;
   const auto good = fx.write("good.txt", python_text(80));
   auto o = fx.options("bad");
 
   o.calib_text = fx.write("empty.txt", "");
-  CHECK(error_of([&] { pipeline::run_quantize(o, quiet()); }).find("empty.txt: contains no text") != std::string::npos);
+  CHECK(error_of([&] { pipeline::run_quantize(o, text_quiet()); }).find("empty.txt: contains no text") != std::string::npos);
 
   o.calib_text = fx.write("short.txt", "import os\n\nprint(os.getcwd())\n");
-  const std::string short_error = error_of([&] { pipeline::run_quantize(o, quiet()); });
+  const std::string short_error = error_of([&] { pipeline::run_quantize(o, text_quiet()); });
   CHECK(short_error.find("short.txt") != std::string::npos);
   CHECK(short_error.find("too little text") != std::string::npos);
   o.eval_text = good;  // with its own eval file, the short calib file is too short for the windows
-  const std::string short_windows = error_of([&] { pipeline::run_quantize(o, quiet()); });
+  const std::string short_windows = error_of([&] { pipeline::run_quantize(o, text_quiet()); });
   CHECK(short_windows.find("short.txt (calibration): needs 6 windows of 32 tokens") != std::string::npos);
   o.eval_text.clear();
 
   std::string bad_utf8 = python_text(40);
   bad_utf8.insert(100, "\xC3\x28");  // a lead byte without its continuation
   o.calib_text = fx.write("latin1.txt", bad_utf8);
-  CHECK_THROWS_WITH_AS(pipeline::run_quantize(o, quiet()), doctest::Contains("latin1.txt: invalid UTF-8 at byte offset 100"),
+  CHECK_THROWS_WITH_AS(pipeline::run_quantize(o, text_quiet()), doctest::Contains("latin1.txt: invalid UTF-8 at byte offset 100"),
                        text::text_error);
 
   o.calib_text = good;
   o.calib = (fx.model / "tokens.safetensors").string() + ":calib";
-  CHECK_THROWS_WITH_AS(pipeline::run_quantize(o, quiet()), doctest::Contains("--calib-text and --calib exclude each other"),
+  CHECK_THROWS_WITH_AS(pipeline::run_quantize(o, text_quiet()), doctest::Contains("--calib-text and --calib exclude each other"),
                        pipeline::pipeline_error);
   o.calib.clear();
   o.eval = (fx.model / "tokens.safetensors").string() + ":eval";
-  CHECK_THROWS_WITH_AS(pipeline::run_quantize(o, quiet()), doctest::Contains("--calib-text and --eval exclude each other"),
+  CHECK_THROWS_WITH_AS(pipeline::run_quantize(o, text_quiet()), doctest::Contains("--calib-text and --eval exclude each other"),
                        pipeline::pipeline_error);
   o.eval.clear();
 
   o.eval_text = good;  // the same text on both sides
-  CHECK_THROWS_WITH_AS(pipeline::run_quantize(o, quiet()), doctest::Contains("must be disjoint"), text::text_error);
+  CHECK_THROWS_WITH_AS(pipeline::run_quantize(o, text_quiet()), doctest::Contains("must be disjoint"), text::text_error);
   fx.check_nothing_written();
 }
 
 TEST_CASE("a tokenizer.json that does not match the model's vocabulary is refused") {
-  fixture fx(256);  // the tokenizer has 320 ids
+  text_fixture fx(256);  // the tokenizer has 320 ids
   auto o = fx.options("bad");
   o.calib_text = fx.write("code.txt", python_text(80));
-  CHECK_THROWS_WITH_AS(pipeline::run_quantize(o, quiet()), doctest::Contains("vocab_size 256 is smaller than the tokenizer's 320"),
+  CHECK_THROWS_WITH_AS(pipeline::run_quantize(o, text_quiet()), doctest::Contains("vocab_size 256 is smaller than the tokenizer's 320"),
                        text::text_error);
   fx.check_nothing_written();
 }

@@ -13,18 +13,18 @@
 using pq::index_t;
 
 namespace {
-constexpr index_t rows = 32, cols = 256, tokens = 512;
+constexpr index_t ql_rows = 32, ql_cols = 256, ql_tokens = 512;
 
 struct fixture {
-  std::vector<float> w = pq::test::weights(rows, cols, 41);
-  pq::linear_stats calib{"model.layers.1.self_attn.o_proj", cols};
-  pq::linear_stats heldout{"model.layers.1.self_attn.o_proj", cols};
+  std::vector<float> w = pq::test::weights(ql_rows, ql_cols, 41);
+  pq::linear_stats calib{"model.layers.1.self_attn.o_proj", ql_cols};
+  pq::linear_stats heldout{"model.layers.1.self_attn.o_proj", ql_cols};
   fixture() {
-    const auto x = pq::test::correlated_activations(2 * tokens, cols, 42);
-    calib.add(x.data(), tokens);
-    heldout.add(x.data() + tokens * cols, tokens);
+    const auto x = pq::test::correlated_activations(2 * ql_tokens, ql_cols, 42);
+    calib.add(x.data(), ql_tokens);
+    heldout.add(x.data() + ql_tokens * ql_cols, ql_tokens);
   }
-  pq::linear_input input() const { return {calib.name, w, rows, cols, &calib, std::nullopt, 2.5, &heldout}; }
+  pq::linear_input input() const { return {calib.name, w, ql_rows, ql_cols, &calib, std::nullopt, 2.5, &heldout}; }
 };
 }  // namespace
 
@@ -44,10 +44,10 @@ TEST_CASE_TEMPLATE_DEFINE("quantize_linear", F, linear_suite) {
 
     // What is priced is what ships: pack, read back, dequantize, measure again.
     const auto tensors = pq::pack(r.q, fx.calib.amax);
-    const auto back = pq::unpack<F>(tensors, rows, cols);
+    const auto back = pq::unpack<F>(tensors, ql_rows, ql_cols);
     const auto deq = pq::dequantize(back);
     CHECK(deq == r.dequantized);
-    CHECK(pq::output_error(fx.w, deq, rows, cols, pq::cost_hessian(fx.calib)) == doctest::Approx(r.output_error));
+    CHECK(pq::output_error(fx.w, deq, ql_rows, ql_cols, pq::cost_hessian(fx.calib)) == doctest::Approx(r.output_error));
   }
 }
 TEST_CASE_TEMPLATE_APPLY(linear_suite, pq::test::as_tuple<pq::all_formats>::type);
@@ -91,9 +91,9 @@ TEST_CASE("bad input is one clear error naming the Linear") {
   const pq::quant_options o;
   const auto name = doctest::Contains("model.layers.1.self_attn.o_proj");
   SUBCASE("non-finite weight") {
-    fx.w[5 * cols + 3] = std::numeric_limits<float>::quiet_NaN();
+    fx.w[5 * ql_cols + 3] = std::numeric_limits<float>::quiet_NaN();
     CHECK_THROWS_WITH_AS(pq::quantize_linear<pq::NVFP4>(fx.input(), o), name, pq::quant_error);
-    fx.w[5 * cols + 3] = -std::numeric_limits<float>::infinity();
+    fx.w[5 * ql_cols + 3] = -std::numeric_limits<float>::infinity();
     CHECK_THROWS_WITH_AS(pq::quantize_linear<pq::INT4_G128>(fx.input(), o), name, pq::quant_error);
   }
   SUBCASE("non-finite statistics") {
@@ -102,7 +102,7 @@ TEST_CASE("bad input is one clear error naming the Linear") {
   }
   SUBCASE("statistics of another shape, or none") {
     auto in = fx.input();
-    const pq::linear_stats other("x", cols / 2);
+    const pq::linear_stats other("x", ql_cols / 2);
     in.stats = &other;
     CHECK_THROWS_WITH_AS(pq::quantize_linear<pq::NVFP4>(in, o), name, pq::quant_error);
     in.stats = nullptr;
@@ -110,7 +110,7 @@ TEST_CASE("bad input is one clear error naming the Linear") {
   }
   SUBCASE("a shape the format does not accept") {
     auto in = fx.input();
-    in.cols = cols / 2 + 8;  // 136: not a multiple of 16
+    in.cols = ql_cols / 2 + 8;  // 136: not a multiple of 16
     in.rows = 1;
     in.weight = std::span<const float>(fx.w).first(136);
     pq::linear_stats s(fx.calib.name, 136);

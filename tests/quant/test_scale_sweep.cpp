@@ -13,35 +13,35 @@
 using pq::index_t;
 
 namespace {
-constexpr index_t rows = 24, cols = 256;
+constexpr index_t sweep_rows = 24, sweep_cols = 256;
 
 std::vector<double> column_weights() {  // E[x_j²] spanning four decades
-  std::vector<double> d(cols);
-  for (index_t j = 0; j < cols; ++j) d[j] = std::pow(10.0, 4.0 * static_cast<double>((j * 53) % cols) / cols - 2.0);
+  std::vector<double> d(sweep_cols);
+  for (index_t j = 0; j < sweep_cols; ++j) d[j] = std::pow(10.0, 4.0 * static_cast<double>((j * 53) % sweep_cols) / sweep_cols - 2.0);
   return d;
 }
 
 template <class F>
 double group_error(const std::vector<float>& w, const std::vector<double>& d, const pq::quantized_matrix<F>& q,
                    index_t r, index_t g) {
-  const index_t gw = pq::group_width<F>(cols), gpr = pq::groups_per_row<F>(cols);
-  return pq::weighted_group_error<F>(w.data() + r * cols + g * gw, d.data() + g * gw, q.codes.data() + r * cols + g * gw,
+  const index_t gw = pq::group_width<F>(sweep_cols), gpr = pq::groups_per_row<F>(sweep_cols);
+  return pq::weighted_group_error<F>(w.data() + r * sweep_cols + g * gw, d.data() + g * gw, q.codes.data() + r * sweep_cols + g * gw,
                                      q.params[r * gpr + g], gw);
 }
 }  // namespace
 
 TEST_CASE_TEMPLATE_DEFINE("scale sweep", F, sweep_suite) {
-  const auto w = pq::test::weights(rows, cols, 31);
+  const auto w = pq::test::weights(sweep_rows, sweep_cols, 31);
   const auto d = column_weights();
   const float g = F::tensor_scale(pq::weight_amax(w));
-  const auto rtn = pq::quantize_rtn<F>(w, rows, cols, g);
+  const auto rtn = pq::quantize_rtn<F>(w, sweep_rows, sweep_cols, g);
   auto q = rtn;
   const index_t replaced = pq::scale_sweep<F>(w, d, q, {}, 2);
-  const index_t gw = pq::group_width<F>(cols), gpr = pq::groups_per_row<F>(cols);
+  const index_t gw = pq::group_width<F>(sweep_cols), gpr = pq::groups_per_row<F>(sweep_cols);
 
   double before = 0.0, after = 0.0;
   index_t changed = 0;
-  for (index_t r = 0; r < rows; ++r)
+  for (index_t r = 0; r < sweep_rows; ++r)
     for (index_t grp = 0; grp < gpr; ++grp) {
       const double e0 = group_error<F>(w, d, rtn, r, grp), e1 = group_error<F>(w, d, q, r, grp);
       CHECK(e1 <= e0);
@@ -51,7 +51,7 @@ TEST_CASE_TEMPLATE_DEFINE("scale sweep", F, sweep_suite) {
       if (p == rtn.params[r * gpr + grp]) continue;
       ++changed;
       // The scale shipped is one of the candidates F::group_params(α·lo, α·hi, g), and the codes are RTN at it.
-      const float* x = w.data() + r * cols + grp * gw;
+      const float* x = w.data() + r * sweep_cols + grp * gw;
       const float lo = *std::min_element(x, x + gw), hi = *std::max_element(x, x + gw);
       bool is_candidate = false;
       for (int k = 0; k < 32; ++k) {
@@ -59,7 +59,7 @@ TEST_CASE_TEMPLATE_DEFINE("scale sweep", F, sweep_suite) {
         is_candidate = is_candidate || F::group_params(a * lo, a * hi, g) == p;
       }
       CHECK(is_candidate);
-      for (index_t j = 0; j < gw; ++j) CHECK(q.codes[r * cols + grp * gw + j] == F::quantize(x[j], p));
+      for (index_t j = 0; j < gw; ++j) CHECK(q.codes[r * sweep_cols + grp * gw + j] == F::quantize(x[j], p));
     }
   CHECK(changed == replaced);
   CHECK(after <= before);

@@ -19,7 +19,7 @@ const fs::path tiny_llama = fs::path(PQ_MODELS_DIR) / "tiny-llama-code";
 // 0.23.3 on 100 Python files to 320 tokens: tests/text/data/llama3_style_tokenizer.json.
 const fs::path llama3_style = fs::path(PQ_SOURCE_DIR) / "tests/text/data/llama3_style_tokenizer.json";
 
-std::string error_of(auto&& f) {
+std::string tokenizer_error_of(auto&& f) {
   try {
     f();
   } catch (const pq::text::text_error& e) {
@@ -89,11 +89,11 @@ TEST_CASE("Llama-3-style tokenizer: Split regex, ignore_merges, NFC, template, a
   CHECK(tok.token_id("<|end_of_text|>") == 1);
   // tokenizers' NFC turns "e" + U+0301 into U+00E9 (ids [129, 104]); pq does not implement
   // that composition and must say so instead of encoding differently.
-  const auto nfc = error_of([&] { tok.encode("abc e\u0301"); });
+  const auto nfc = tokenizer_error_of([&] { tok.encode("abc e\u0301"); });
   CHECK(nfc.find("byte offset 5") != std::string::npos);
   CHECK(nfc.find("U+0301") != std::string::npos);
   // The offset counts from the start of the text, across added tokens.
-  CHECK(error_of([&] { tok.encode("<|end_of_text|>e\u0301"); }).find("byte offset 16") != std::string::npos);
+  CHECK(tokenizer_error_of([&] { tok.encode("<|end_of_text|>e\u0301"); }).find("byte offset 16") != std::string::npos);
 }
 
 TEST_CASE("byte-level alphabet matches GPT-2's bytes_to_unicode") {
@@ -121,30 +121,30 @@ TEST_CASE("\\s in a split pattern is Unicode White_Space, as in tokenizers") {
 
 TEST_CASE("bad input gets one clear error") {
   const auto tok = tokenizer::from_file(llama3_style);
-  CHECK(error_of([&] { tok.encode("ok\xff"); }).find("invalid UTF-8 at byte offset 2") != std::string::npos);
-  CHECK(error_of([&] { tok.encode("a\xc3"); }).find("byte offset 1") != std::string::npos);          // truncated
-  CHECK(error_of([&] { tok.encode("\xed\xa0\x80"); }).find("byte offset 0") != std::string::npos);   // surrogate
-  CHECK(error_of([&] { tok.encode("\xc0\xaf"); }).find("byte offset 0") != std::string::npos);       // overlong
-  CHECK(error_of([&] { tok.decode(ids{5, 320}); }).find("id 320") != std::string::npos);
-  CHECK(error_of([&] { tok.decode(ids{-1}); }).find("id -1") != std::string::npos);
-  CHECK(error_of([&] { tok.require_fits(100, "config.json"); }).find("config.json: vocab_size 100") != std::string::npos);
+  CHECK(tokenizer_error_of([&] { tok.encode("ok\xff"); }).find("invalid UTF-8 at byte offset 2") != std::string::npos);
+  CHECK(tokenizer_error_of([&] { tok.encode("a\xc3"); }).find("byte offset 1") != std::string::npos);          // truncated
+  CHECK(tokenizer_error_of([&] { tok.encode("\xed\xa0\x80"); }).find("byte offset 0") != std::string::npos);   // surrogate
+  CHECK(tokenizer_error_of([&] { tok.encode("\xc0\xaf"); }).find("byte offset 0") != std::string::npos);       // overlong
+  CHECK(tokenizer_error_of([&] { tok.decode(ids{5, 320}); }).find("id 320") != std::string::npos);
+  CHECK(tokenizer_error_of([&] { tok.decode(ids{-1}); }).find("id -1") != std::string::npos);
+  CHECK(tokenizer_error_of([&] { tok.require_fits(100, "config.json"); }).find("config.json: vocab_size 100") != std::string::npos);
   CHECK_NOTHROW(tok.require_fits(320, "config.json"));
-  CHECK(error_of([] { tokenizer::from_file("/nonexistent/tokenizer.json"); }).find("/nonexistent/tokenizer.json") !=
+  CHECK(tokenizer_error_of([] { tokenizer::from_file("/nonexistent/tokenizer.json"); }).find("/nonexistent/tokenizer.json") !=
         std::string::npos);
 
   const nlohmann::json unigram = {{"model", {{"type", "Unigram"}, {"vocab", nlohmann::json::array()}}}};
-  CHECK(error_of([&] { tokenizer::from_json(unigram, "u.json"); }).find("u.json: model type 'Unigram' is not supported") !=
+  CHECK(tokenizer_error_of([&] { tokenizer::from_json(unigram, "u.json"); }).find("u.json: model type 'Unigram' is not supported") !=
         std::string::npos);
   const nlohmann::json wordpiece = {{"model", {{"type", "WordPiece"}, {"vocab", nlohmann::json::object()}}}};
-  CHECK(error_of([&] { tokenizer::from_json(wordpiece, "w.json"); }).find("'WordPiece' is not supported") !=
+  CHECK(tokenizer_error_of([&] { tokenizer::from_json(wordpiece, "w.json"); }).find("'WordPiece' is not supported") !=
         std::string::npos);
   const nlohmann::json sentencepiece_bpe = {
       {"model", {{"type", "BPE"}, {"byte_fallback", true}, {"vocab", {{"a", 0}}}, {"merges", nlohmann::json::array()}}},
       {"pre_tokenizer", {{"type", "Metaspace"}}}};
-  CHECK(error_of([&] { tokenizer::from_json(sentencepiece_bpe, "s.json"); }).find("byte_fallback") != std::string::npos);
+  CHECK(tokenizer_error_of([&] { tokenizer::from_json(sentencepiece_bpe, "s.json"); }).find("byte_fallback") != std::string::npos);
   auto metaspace = sentencepiece_bpe;
   metaspace["model"]["byte_fallback"] = false;
-  CHECK(error_of([&] { tokenizer::from_json(metaspace, "s.json"); }).find("pre-tokenizer 'Metaspace' is not supported") !=
+  CHECK(tokenizer_error_of([&] { tokenizer::from_json(metaspace, "s.json"); }).find("pre-tokenizer 'Metaspace' is not supported") !=
         std::string::npos);
 }
 
@@ -158,7 +158,7 @@ TEST_CASE("load_model_tokenizer checks config.json vocab_size") {
   fs::create_directories(dir);
   fs::copy_file(tiny_llama / "tokenizer.json", dir / "tokenizer.json", fs::copy_options::overwrite_existing);
   std::ofstream(dir / "config.json") << R"({"vocab_size": 4096})";
-  const auto message = error_of([&] { pq::text::load_model_tokenizer(dir); });
+  const auto message = tokenizer_error_of([&] { pq::text::load_model_tokenizer(dir); });
   CHECK(message.find("config.json: vocab_size 4096 is smaller than the tokenizer's 8192 ids") != std::string::npos);
   fs::remove_all(dir);
 }
@@ -179,5 +179,5 @@ TEST_CASE("BPE merges lowest rank first, leftmost first among equals") {
   CHECK(tok.encode("aaa") == ids{4, 0});
   CHECK(tok.encode("abab") == ids{2, 2});
   CHECK(tok.encode("aab") == ids{0, 2});
-  CHECK(error_of([&] { tok.encode("c"); }).find("no token for 'c'") != std::string::npos);
+  CHECK(tokenizer_error_of([&] { tok.encode("c"); }).find("no token for 'c'") != std::string::npos);
 }
