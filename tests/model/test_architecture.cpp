@@ -96,3 +96,16 @@ TEST_CASE("every description keeps the rules the loader, the calibration hooks a
       for (const auto& n : p.unquantized_linears) CHECK(p.find(n) == nullptr);
     }
 }
+
+TEST_CASE("qwen3: the Llama layer with per-head q/k RMSNorm and no q/k/v bias") {
+  const auto cfg = arch::parse_config(small_config("qwen3"), "config.json");
+  CHECK(cfg.shape.qk_norm);
+  CHECK_FALSE(cfg.shape.qkv_bias);
+  std::map<std::string, std::vector<std::int64_t>> tensors;
+  for (const auto& [n, shape] : arch::expected_tensors(cfg.shape)) tensors[n] = shape;
+  // transformers' Qwen3Attention: q_norm and k_norm are RMSNorm(head_dim); head_dim = 32 / 4 here.
+  CHECK(tensors.at("model.layers.1.self_attn.q_norm.weight") == std::vector<std::int64_t>{8});
+  CHECK(tensors.at("model.layers.1.self_attn.k_norm.weight") == std::vector<std::int64_t>{8});
+  CHECK_FALSE(tensors.contains("model.layers.1.self_attn.q_proj.bias"));
+  CHECK(tensors.size() == 3 + 2 * (2 + 4 + 2 + 3));  // embed, norm, lm_head (untied); per layer: 2 norms, 4 projections, q/k norm, MLP
+}

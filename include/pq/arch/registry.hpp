@@ -10,11 +10,12 @@
 #include <pq/arch/llama.hpp>
 #include <pq/arch/qwen2.hpp>
 #include <pq/arch/qwen2_moe.hpp>
+#include <pq/arch/qwen3.hpp>
 #include <pq/arch/qwen3_moe.hpp>
 
 namespace pq::arch {
 
-inline constexpr std::array all{&llama, &qwen2, &qwen2_moe, &qwen3_moe};
+inline constexpr std::array all{&llama, &qwen2, &qwen3, &qwen2_moe, &qwen3_moe};
 
 // The description that reads config.json's `model_type`, or nullptr.
 inline const description* find(std::string_view model_type) {
