@@ -19,6 +19,7 @@
 #include <pq/formats/bundle.hpp>
 #include <pq/formats/quantized.hpp>
 #include <pq/io/compressed_tensors.hpp>
+#include <pq/io/fp8_block.hpp>
 #include <pq/io/model_dir.hpp>
 #include <pq/arch/profile.hpp>
 
@@ -67,6 +68,9 @@ class ct_export {
       : src_(&source), profile_(&profile), formats_(std::move(formats)), out_(std::move(out)), opt_(options) {
     namespace fs = std::filesystem;
     if (formats_.size() != profile.linears.size()) throw export_error("export: one format per Linear expected");
+    // Its FP8 Linears would be copied as they are under a compressed-tensors config that does not describe them.
+    if (fp8_block_layout_of(source.config_json(), (source.path() / "config.json").string()))
+      throw export_error(source.path().string() + ": exporting from a block-FP8 source is not supported yet");
     check_output_dir(out_, source.path(), opt_.force);
     qconfig_ = quantization_config(profile, formats_);  // validates units and exportability
     std::vector<tensor_decl> decls;
