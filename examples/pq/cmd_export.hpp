@@ -12,6 +12,7 @@
 
 #include <pq/formats/bundle.hpp>
 #include <pq/io/export.hpp>
+#include <pq/model/architecture.hpp>
 #include <pq/quant/rtn.hpp>
 
 namespace pq::cli {

@@ -98,7 +98,7 @@ float read_f32(const io::tensor_view& t) {
 float fake_input_amax(std::size_t u) { return 1.0f + 0.25f * static_cast<float>(u % 7); }
 
 // Exports `dir` with every Linear in `format` by round-to-nearest, one tensor scale per decision unit.
-void export_uniform(const io::model_dir& src, const model::profile& prof, const std::string& format, const fs::path& out,
+void export_uniform(const io::model_dir& src, const arch::profile& prof, const std::string& format, const fs::path& out,
                     io::export_options opt = {}) {
   io::ct_export exporter(src, prof, std::vector<std::string>(prof.linears.size(), format), out, opt);
   visit_format(format, [&](auto f) {
@@ -128,7 +128,7 @@ bool have(const std::string& name) {
 }
 
 // The module names vLLM asks the quantization_config about for a unit: its members and the fused name.
-std::vector<std::string> vllm_names(const model::profile& p, const model::decision_unit& u) {
+std::vector<std::string> vllm_names(const arch::profile& p, const arch::decision_unit& u) {
   std::vector<std::string> names;
   for (int m : u.members) names.push_back(p.linears[static_cast<std::size_t>(m)].name);
   if (u.members.size() > 1) names.push_back(u.name);  // ...qkv_proj, ...gate_up_proj, ...mlp.experts
@@ -151,7 +151,7 @@ void check_export(const std::string& model_name, const std::string& format) {
   CAPTURE(model_name);
   CAPTURE(format);
   const auto src = io::model_dir::open(models() / model_name);
-  const auto prof = model::make_profile(model::parse_config(src.config_json(), "config.json"));
+  const auto prof = arch::make_profile(arch::parse_config(src.config_json(), "config.json"));
   const fs::path out = fs::temp_directory_path() / ("pq_test_export_" + model_name + "_" + format);
   fs::remove_all(out);
   export_uniform(src, prof, format, out, {.max_shard_bytes = 4u << 20, .force = false});
@@ -280,7 +280,7 @@ TEST_CASE("both test models export uniformly in every exportable format and deco
 TEST_CASE("export refusals leave nothing behind and never touch the source") {
   if (!have("tiny-llama-code")) return;
   const auto src = io::model_dir::open(models() / "tiny-llama-code");
-  const auto prof = model::make_profile(model::parse_config(src.config_json(), "config.json"));
+  const auto prof = arch::make_profile(arch::parse_config(src.config_json(), "config.json"));
   const auto listing = [](const fs::path& d) {
     std::vector<std::pair<std::string, std::uintmax_t>> v;
     for (const auto& e : fs::directory_iterator(d)) v.emplace_back(e.path().filename().string(), e.is_regular_file() ? e.file_size() : 0);
@@ -338,7 +338,7 @@ TEST_CASE("a source weight missing, of the wrong shape or of an integer dtype is
   };
   const auto attempt = [&] {
     const auto src = io::model_dir::open(root / "model");
-    const auto prof = model::make_profile(model::parse_config(src.config_json(), "config.json"));
+    const auto prof = arch::make_profile(arch::parse_config(src.config_json(), "config.json"));
     io::ct_export e(src, prof, std::vector<std::string>(prof.linears.size(), "INT8_CHANNEL"), root / "out");
   };
   write_q(dtype::BF16, {128, 64});

@@ -1,5 +1,6 @@
 // tests/model/synthetic.hpp: small random decoders (dense and MoE) held in memory, for gradient and routing tests.
 #pragma once
+#include <pq/arch/registry.hpp>
 #include <pq/model/forward.hpp>
 
 #include <random>
@@ -8,6 +9,8 @@ namespace pq::model::test {
 
 inline forward_config tiny_config(bool moe, bool qk_norm) {
   forward_config c;
+  // The Llama lineage's tables (one family's: they differ only in how config.json sets the flags below).
+  c.architecture = &arch::qwen2_moe;
   c.hidden = 16;
   c.intermediate = 24;
   c.layers = 2;

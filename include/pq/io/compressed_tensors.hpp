@@ -2,6 +2,7 @@
 // built from the formats' schemes with anchored targets that vLLM resolves for unfused and fused names
 // alike, the ignore list, and the way back from a config group to a pq format.
 #pragma once
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <regex>
@@ -12,7 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include <pq/formats/bundle.hpp>
-#include <pq/model/architecture.hpp>
+#include <pq/arch/profile.hpp>
 
 namespace pq::io {
 
@@ -44,40 +45,45 @@ inline std::string escape_dots(const std::string& s) {
   return out;
 }
 
-// What a decision unit is, for its target regex: the part of its name after "model.layers.L." and the
-// module names that vLLM may ask for (unfused shards and the fused name).
+// What a decision unit is, for its target regex: its module path within the layer up to the member
+// names, and the module names that vLLM may ask for (unfused members and the fused name).
 struct unit_kind {
   std::string prefix;        // e.g. "self_attn." or "mlp.shared_expert."
   std::string alternatives;  // e.g. "q_proj|k_proj|v_proj|qkv_proj"
 };
-inline unit_kind kind_of(const model::profile& p, const model::decision_unit& u) {
-  const std::string layer = "model.layers." + std::to_string(u.layer) + ".";
-  std::string rest = u.name.substr(layer.size());  // e.g. self_attn.qkv_proj, mlp.experts
-  const auto dot = rest.rfind('.');
-  const std::string prefix = dot == std::string::npos ? "" : rest.substr(0, dot + 1);
-  const std::string leaf = dot == std::string::npos ? rest : rest.substr(dot + 1);
-  if (leaf == "experts")  // vLLM asks for experts.<e>.<proj> (and the FusedMoE module itself)
-    return {rest, "(\\.[0-9]+\\.(gate_proj|up_proj|down_proj))?"};
-  std::string alt;
+inline unit_kind kind_of(const arch::profile& p, const arch::decision_unit& u) {
+  std::vector<std::string> leaves;  // the members' own names, each once
   for (int m : u.members) {
     const std::string& n = p.linears[static_cast<std::size_t>(m)].name;
-    if (!alt.empty()) alt += '|';  // (not "" + std::string&&: GCC 12 -Wrestrict false positive, bug 105329)
-    alt += n.substr(n.rfind('.') + 1);
+    const std::string leaf = n.substr(n.rfind('.') + 1);
+    if (std::find(leaves.begin(), leaves.end(), leaf) == leaves.end()) leaves.push_back(leaf);
   }
-  if (u.members.size() > 1) alt += "|" + leaf;  // the fused name: qkv_proj, gate_up_proj
+  std::string alt;
+  for (const std::string& l : leaves) {
+    if (!alt.empty()) alt += '|';  // (not "" + std::string&&: GCC 12 -Wrestrict false positive, bug 105329)
+    alt += l;
+  }
+  if (u.per_expert)  // vLLM asks for <module>.<e>.<leaf> (and the FusedMoE module itself)
+    return {u.module, "(\\.[0-9]+\\.(" + alt + "))?"};
+  const auto dot = u.module.rfind('.');
+  const std::string prefix = dot == std::string::npos ? "" : u.module.substr(0, dot + 1);
+  if (u.members.size() > 1) alt += "|" + u.module.substr(dot == std::string::npos ? 0 : dot + 1);  // the fused name
   return {prefix, alt};
 }
 }  // namespace detail
 
 // Anchored regex targets covering exactly `units` (all of one format): units of one kind are merged
 // across layers into one alternation, e.g. re:.*\.layers\.(1|4)\.self_attn\.(q_proj|k_proj|v_proj|qkv_proj)$
-inline std::vector<std::string> unit_targets(const model::profile& p, const std::vector<int>& units) {
+inline std::vector<std::string> unit_targets(const arch::profile& p, const std::vector<int>& units) {
   std::map<std::pair<std::string, std::string>, std::vector<int>> by_kind;
   for (int ui : units) {
     const auto& u = p.units[static_cast<std::size_t>(ui)];
     const auto k = detail::kind_of(p, u);
     by_kind[{k.prefix, k.alternatives}].push_back(u.layer);
   }
+  // `.*\.layers\.`: the last component of the description's layer path, after whatever precedes it.
+  const std::string_view list = p.config.architecture().layers;
+  const std::string layer_list = detail::escape_dots(std::string(list.substr(list.rfind('.') + 1)));
   std::vector<std::string> targets;
   for (const auto& [kind, layers] : by_kind) {
     std::string ls;
@@ -87,13 +93,13 @@ inline std::vector<std::string> unit_targets(const model::profile& p, const std:
     }
     const std::string prefix = detail::escape_dots(kind.first);
     const bool experts = kind.second.front() == '(';
-    targets.push_back("re:.*\\.layers\\.(" + ls + ")\\." + prefix + (experts ? kind.second : "(" + kind.second + ")") + "$");
+    targets.push_back("re:.*\\." + layer_list + "\\.(" + ls + ")\\." + prefix + (experts ? kind.second : "(" + kind.second + ")") + "$");
   }
   return targets;
 }
 
 // The quantization_config for a per-Linear assignment of format names (BF16 = unquantized).
-inline nlohmann::json quantization_config(const model::profile& p, const std::vector<std::string>& formats) {
+inline nlohmann::json quantization_config(const arch::profile& p, const std::vector<std::string>& formats) {
   std::map<std::string, std::vector<int>> units_of;  // format -> units
   std::vector<std::string> ignore;
   for (std::size_t u = 0; u < p.units.size(); ++u) {
@@ -164,7 +170,7 @@ inline std::optional<std::string> format_of_group(const nlohmann::json& group) {
 
 // Which pq format each Linear of the profile has in a checkpoint's quantization_config ("BF16" when
 // ignored or untargeted). Targets are matched as vLLM does: exact names or re: regexes with re.match.
-inline std::vector<std::string> formats_from_config(const model::profile& p, const nlohmann::json& qc) {
+inline std::vector<std::string> formats_from_config(const arch::profile& p, const nlohmann::json& qc) {
   std::vector<std::pair<std::regex, std::string>> rules;
   std::vector<std::pair<std::string, std::string>> exact;
   for (auto it = qc.at("config_groups").begin(); it != qc.at("config_groups").end(); ++it) {

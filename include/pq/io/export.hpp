@@ -19,8 +19,9 @@
 #include <pq/formats/bundle.hpp>
 #include <pq/formats/quantized.hpp>
 #include <pq/io/compressed_tensors.hpp>
+#include <pq/io/fp8_block.hpp>
 #include <pq/io/model_dir.hpp>
-#include <pq/model/architecture.hpp>
+#include <pq/arch/profile.hpp>
 
 namespace pq::io {
 
@@ -42,7 +43,7 @@ inline void check_output_dir(const std::filesystem::path& out, const std::filesy
 }
 
 // A Linear to quantize must be in the source as a floating-point [rows, cols] weight.
-inline void check_source_weight(const model_dir& source, const model::linear_info& l) {
+inline void check_source_weight(const model_dir& source, const arch::linear_info& l) {
   const std::string name = l.name + ".weight";
   if (!source.has(name)) throw export_error(source.path().string() + ": tensor " + name + " is missing");
   const auto& t = source.tensor(name);
@@ -62,11 +63,14 @@ inline void check_source_weight(const model_dir& source, const model::linear_inf
 class ct_export {
  public:
   // `formats[i]` is the format name of profile.linears[i] ("BF16": left unquantized).
-  ct_export(const model_dir& source, const model::profile& profile, std::vector<std::string> formats,
+  ct_export(const model_dir& source, const arch::profile& profile, std::vector<std::string> formats,
             std::filesystem::path out, export_options options = {})
       : src_(&source), profile_(&profile), formats_(std::move(formats)), out_(std::move(out)), opt_(options) {
     namespace fs = std::filesystem;
     if (formats_.size() != profile.linears.size()) throw export_error("export: one format per Linear expected");
+    // Its FP8 Linears would be copied as they are under a compressed-tensors config that does not describe them.
+    if (fp8_block_layout_of(source.config_json(), (source.path() / "config.json").string()))
+      throw export_error(source.path().string() + ": exporting from a block-FP8 source is not supported yet");
     check_output_dir(out_, source.path(), opt_.force);
     qconfig_ = quantization_config(profile, formats_);  // validates units and exportability
     std::vector<tensor_decl> decls;
@@ -156,7 +160,7 @@ class ct_export {
 
  private:
   const model_dir* src_;
-  const model::profile* profile_;
+  const arch::profile* profile_;
   std::vector<std::string> formats_;
   std::filesystem::path out_, tmp_;
   export_options opt_;
@@ -171,14 +175,14 @@ class ct_export {
 // quantization_config, and the dequantized weights exactly as a reader of the checkpoint computes them.
 struct ct_checkpoint {
   model_dir dir;
-  model::profile profile;
+  arch::profile profile;
   std::vector<std::string> formats;  // per profile.linears
 
   static ct_checkpoint open(const std::filesystem::path& path) {
     ct_checkpoint c{model_dir::open(path), {}, {}};
     const auto& cfg = c.dir.config_json();
     if (!cfg.contains("quantization_config")) throw export_error(path.string() + ": config.json has no quantization_config");
-    c.profile = model::make_profile(model::parse_config(cfg, (path / "config.json").string()));
+    c.profile = arch::make_profile(arch::parse_config(cfg, (path / "config.json").string()));
     c.formats = formats_from_config(c.profile, cfg["quantization_config"]);
     return c;
   }

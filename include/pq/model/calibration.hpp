@@ -141,16 +141,27 @@ inline matrix loss_gradient(const head_weights& head, const forward_config& c, c
   return dh;
 }
 
-// The experts' input sites: the input shared by gate_proj/up_proj, and the one of down_proj.
+// The routed experts' input sites of an MoE layer, from its description: the Linears of one expert that
+// read the same input (gate_proj/up_proj), and each Linear alone otherwise (down_proj).
 struct expert_site {
-  std::vector<std::string> projections;  // the first one keys the site
-  Eigen::Index in_features;
+  std::vector<std::vector<std::string>> linears;  // [expert][projection]: module names; the first keys the site
+  Eigen::Index in_features = 0;
 };
-inline std::vector<expert_site> expert_sites(const forward_config& c) {
-  return {{{"gate_proj", "up_proj"}, c.hidden}, {{"down_proj"}, c.moe.expert_intermediate}};
-}
-inline std::string expert_prefix(int layer, int expert) {
-  return layer_prefix(layer) + ".mlp.experts." + std::to_string(expert) + ".";
+inline std::vector<expert_site> expert_sites(const forward_config& c, int layer) {
+  std::vector<expert_site> sites;
+  std::vector<std::string_view> keys;  // per site: its fused module (or the Linear's own name)
+  arch::for_each_layer_tensor(c, layer, [&](const arch::tensor_entry& e) {
+    if (e.expert < 0 || e.spec->what != arch::role::linear) return;
+    const std::string_view key = e.spec->fused.empty() ? e.spec->name : e.spec->fused;
+    const auto it = std::find(keys.begin(), keys.end(), key);
+    const std::size_t k = static_cast<std::size_t>(it - keys.begin());
+    if (it == keys.end()) {
+      keys.push_back(key);
+      sites.push_back({std::vector<std::vector<std::string>>(static_cast<std::size_t>(c.moe.num_experts)), e.shape[1]});
+    }
+    sites[k].linears[static_cast<std::size_t>(e.expert)].push_back(e.module);
+  });
+  return sites;
 }
 
 // Pooled per-token statistics of one site over all experts of a layer.
@@ -160,11 +171,10 @@ struct pooled_site {
   float amax = 0;
   std::int64_t tokens = 0;
 };
-inline pooled_site pool(const forward_config& c, int layer, const expert_site& site,
-                        const std::map<std::string, std::shared_ptr<input_stats>>& inputs) {
+inline pooled_site pool(int layer, const expert_site& site, const std::map<std::string, std::shared_ptr<input_stats>>& inputs) {
   pooled_site p{matrix_d::Zero(site.in_features, site.in_features), vector_d::Zero(site.in_features), 0, 0};
-  for (int e = 0; e < c.moe.num_experts; ++e) {
-    const auto it = inputs.find(expert_prefix(layer, e) + site.projections[0]);
+  for (const auto& expert : site.linears) {
+    const auto it = inputs.find(expert[0]);
     if (it == inputs.end()) continue;
     const input_stats& s = *it->second;
     p.xtx += s.xtx;
@@ -175,12 +185,11 @@ inline pooled_site pool(const forward_config& c, int layer, const expert_site& s
   if (p.tokens == 0) throw model_error("calibration: no token was routed to any expert of layer " + std::to_string(layer));
   return p;
 }
-// Mean sensitivity over all routed gradient tokens of `<expert>.<projection>` in the layer.
-inline double pooled_sensitivity(const forward_config& c, int layer, const std::string& projection,
-                                 const calibration_stats& out) {
+// Mean sensitivity over all routed gradient tokens of projection `j` of the site in the layer.
+inline double pooled_sensitivity(const expert_site& site, std::size_t j, const calibration_stats& out) {
   double g2 = 0, tokens = 0;
-  for (int e = 0; e < c.moe.num_experts; ++e) {
-    const linear_stats& ls = out.linears.at(expert_prefix(layer, e) + projection);
+  for (const auto& expert : site.linears) {
+    const linear_stats& ls = out.linears.at(expert[j]);
     g2 += ls.sensitivity * static_cast<double>(ls.gradient_tokens);
     tokens += static_cast<double>(ls.gradient_tokens);
   }
@@ -198,16 +207,15 @@ inline double expert_min_tokens(double min_tokens, const expert_site& site) {
 // statistics alone.
 inline void damp_expert_inputs(const forward_config& c, int layer, double min_tokens,
                                std::map<std::string, std::shared_ptr<input_stats>>& inputs) {
-  for (const expert_site& site : expert_sites(c)) {
-    const pooled_site p = pool(c, layer, site, inputs);
+  for (const expert_site& site : expert_sites(c, layer)) {
+    const pooled_site p = pool(layer, site, inputs);
     const double need = expert_min_tokens(min_tokens, site);
-    for (int e = 0; e < c.moe.num_experts; ++e) {
-      const std::string pre = expert_prefix(layer, e);
-      auto& slot = inputs[pre + site.projections[0]];
+    for (const auto& expert : site.linears) {
+      auto& slot = inputs[expert[0]];
       if (!slot) {
         slot = std::make_shared<input_stats>(input_stats{matrix_d::Zero(site.in_features, site.in_features),
                                                          vector_d::Zero(site.in_features), 0, 0, 0});
-        for (const std::string& proj : site.projections) inputs[pre + proj] = slot;
+        for (const std::string& name : expert) inputs[name] = slot;
       }
       input_stats& s = *slot;
       if (const double extra = need - static_cast<double>(s.tokens); extra > 0) {
@@ -224,13 +232,13 @@ inline void damp_expert_inputs(const forward_config& c, int layer, double min_to
 // The same for the sensitivities: an expert with fewer than `min_tokens` gradient tokens is
 // topped up with the mean sensitivity of all the layer's experts.
 inline void damp_expert_sensitivities(const forward_config& c, int layer, double min_tokens, calibration_stats& out) {
-  for (const expert_site& site : expert_sites(c)) {
+  for (const expert_site& site : expert_sites(c, layer)) {
     const double need = expert_min_tokens(min_tokens, site);
     std::vector<double> pooled_sens;  // per projection, before any expert is damped
-    for (const std::string& proj : site.projections) pooled_sens.push_back(pooled_sensitivity(c, layer, proj, out));
-    for (int e = 0; e < c.moe.num_experts; ++e)
-      for (std::size_t j = 0; j < site.projections.size(); ++j) {
-        linear_stats& ls = out.linears.at(expert_prefix(layer, e) + site.projections[j]);
+    for (std::size_t j = 0; j < site.linears.front().size(); ++j) pooled_sens.push_back(pooled_sensitivity(site, j, out));
+    for (const auto& expert : site.linears)
+      for (std::size_t j = 0; j < expert.size(); ++j) {
+        linear_stats& ls = out.linears.at(expert[j]);
         const double extra = need - static_cast<double>(ls.gradient_tokens);
         if (extra <= 0) continue;
         ls.sensitivity = (ls.sensitivity * static_cast<double>(ls.gradient_tokens) + pooled_sens[j] * extra) / need;

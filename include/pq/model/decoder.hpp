@@ -53,7 +53,7 @@ public:
     if (batch < 1 || max_len < 1) throw model_error("decoder: batch and max_len must be at least 1");
     rope_ = detail::make_rope(max_len, c.head_dim, c.rope_theta, c.rope_frequencies);
     head_ = model.load_head();
-    if (!c.tied_embeddings) embed_ = load_matrix(model.weights(), "model.embed_tokens.weight", c.vocab, c.hidden);
+    if (!c.tied_embeddings) embed_ = load_global(model.weights(), c, arch::slot::embed);
     const Eigen::Index kv = c.kv_heads * c.head_dim;
     k_.assign(static_cast<std::size_t>(c.layers), matrix(batch * max_len, kv));
     v_.assign(static_cast<std::size_t>(c.layers), matrix(batch * max_len, kv));

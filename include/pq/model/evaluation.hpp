@@ -1,5 +1,6 @@
 // pq/model/evaluation.hpp: KL(p_ref || p_quant) and NLL of candidate weights on eval tokens, replaying from the first changed layer.
 #pragma once
+#include <pq/arch/registry.hpp>
 #include <pq/model/forward.hpp>
 
 #include <charconv>
@@ -18,14 +19,7 @@ struct eval_result {
 };
 
 // The decoder layer a Linear or tensor name belongs to ("model.layers.3.mlp..." -> 3), or -1.
-inline int layer_of(const std::string& name) {
-  static constexpr std::string_view prefix = "model.layers.";
-  if (!name.starts_with(prefix)) return -1;
-  int layer = -1;
-  const char* first = name.data() + prefix.size();
-  auto [end, ec] = std::from_chars(first, name.data() + name.size(), layer);
-  return ec == std::errc{} && end != first ? layer : -1;
-}
+using arch::layer_of;
 
 namespace detail {
 struct position_losses {

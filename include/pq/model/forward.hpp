@@ -18,6 +18,12 @@ struct run_options {
   Eigen::Index chunk_tokens = 2048;  // rows per work item (whole sequences); bounds activation memory
 };
 
+// The model-wide matrix the description keeps in slot `s` (the embedding table, lm_head), shape-checked.
+inline matrix load_global(const weight_provider& w, const forward_config& c, arch::slot s) {
+  const arch::tensor_entry e = arch::global_tensor(c, s);
+  return load_matrix(w, e.weight(), e.shape[0], e.shape[1]);
+}
+
 // The final RMSNorm and the output projection (embed_tokens when tied).
 struct head_weights {
   vector norm;
@@ -39,7 +45,7 @@ public:
   // [tokens, hidden] embeddings of the batch, sequence after sequence.
   matrix embed(const token_batch& t) const {
     check_vocab(t);
-    const matrix table = load_matrix(*w_, "model.embed_tokens.weight", c_.vocab, c_.hidden);
+    const matrix table = load_global(*w_, c_, arch::slot::embed);
     matrix h(t.tokens(), c_.hidden);
     for (Eigen::Index i = 0; i < t.tokens(); ++i) h.row(i) = table.row(t.ids[static_cast<std::size_t>(i)]);
     return h;
@@ -48,8 +54,9 @@ public:
   layer_weights load_layer(int i) const { return pq::model::load_layer(*w_, c_, i); }
 
   head_weights load_head() const {
-    const std::string out = c_.tied_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
-    return {load_vector(*w_, "model.norm.weight", c_.hidden), load_matrix(*w_, out, c_.vocab, c_.hidden)};
+    const auto norm = arch::global_tensor(c_, arch::slot::final_norm);
+    return {load_vector(*w_, norm.weight(), norm.shape[0]),
+            load_global(*w_, c_, c_.tied_embeddings ? arch::slot::embed : arch::slot::lm_head)};
   }
 
   // h: [sequences * len, hidden], updated in place to the layer's output.

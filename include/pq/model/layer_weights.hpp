@@ -1,5 +1,7 @@
-// pq/model/layer_weights.hpp: one decoder layer's fp32 weights, loaded by Hugging Face name and checked against the config.
+// pq/model/layer_weights.hpp: one decoder layer's fp32 weights, loaded as the architecture description
+// lists them (names and shapes) and checked against the config.
 #pragma once
+#include <pq/arch/llama.hpp>
 #include <pq/model/forward_config.hpp>
 #include <pq/model/tensor.hpp>
 #include <pq/model/weights.hpp>
@@ -42,74 +44,75 @@ struct layer_weights {
   std::variant<mlp_weights, moe_weights> mlp;
 };
 
-inline std::string layer_prefix(int layer) { return "model.layers." + std::to_string(layer); }
+// The module path of layer `i` of the Llama lineage (every family pq reads today); code that knows its
+// forward_config uses arch::layer_prefix(description, i).
+inline std::string layer_prefix(int layer) { return arch::layer_prefix(arch::llama, layer); }
 
 namespace detail {
-inline linear load_linear(const weight_provider& p, std::string name, std::int64_t out, std::int64_t in,
-                          bool bias) {
-  linear l{std::move(name), {}, {}};
-  l.weight = load_matrix(p, l.name + ".weight", out, in);
-  if (bias) l.bias = load_vector(p, l.name + ".bias", out);
-  return l;
-}
-inline mlp_weights load_mlp(const weight_provider& p, const std::string& prefix, std::int64_t hidden,
-                            std::int64_t inter) {
-  return {load_linear(p, prefix + ".gate_proj", inter, hidden, false),
-          load_linear(p, prefix + ".up_proj", inter, hidden, false),
-          load_linear(p, prefix + ".down_proj", hidden, inter, false)};
+// The fp32 slot of a layer that the forward math reads description slot `s` of block part `of` from.
+inline linear& linear_slot(layer_weights& w, arch::part of, arch::slot s, int expert) {
+  using arch::slot;
+  if (of == arch::part::attention) {
+    switch (s) {
+      case slot::q: return w.attn.q;
+      case slot::k: return w.attn.k;
+      case slot::v: return w.attn.v;
+      case slot::o: return w.attn.o;
+      default: break;
+    }
+  } else {
+    mlp_weights* m = nullptr;
+    if (of == arch::part::mlp) m = &std::get<mlp_weights>(w.mlp);
+    if (of == arch::part::experts) m = &std::get<moe_weights>(w.mlp).experts.at(static_cast<std::size_t>(expert));
+    if (of == arch::part::shared_expert) {
+      auto& shared = std::get<moe_weights>(w.mlp).shared;
+      m = shared ? &*shared : &shared.emplace();
+    }
+    if (m && s == slot::gate) return m->gate;
+    if (m && s == slot::up) return m->up;
+    if (m && s == slot::down) return m->down;
+  }
+  throw model_error("layer " + std::to_string(w.index) + ": the architecture description puts a Linear where the forward has none");
 }
 }  // namespace detail
 
-// Loads layer `i`; throws model_error naming the tensor when one is missing or misshapen.
+// Loads layer `i` as its architecture description lists it; throws model_error naming the tensor when one
+// is missing or misshapen.
 inline layer_weights load_layer(const weight_provider& p, const forward_config& c, int i) {
-  const std::string pre = layer_prefix(i);
-  const std::int64_t h = c.hidden, qd = c.heads * c.head_dim, kvd = c.kv_heads * c.head_dim;
   layer_weights w;
   w.index = i;
-  w.input_norm = load_vector(p, pre + ".input_layernorm.weight", h);
-  w.post_norm = load_vector(p, pre + ".post_attention_layernorm.weight", h);
-  const std::string at = pre + ".self_attn";
-  w.attn.q = detail::load_linear(p, at + ".q_proj", qd, h, c.qkv_bias);
-  w.attn.k = detail::load_linear(p, at + ".k_proj", kvd, h, c.qkv_bias);
-  w.attn.v = detail::load_linear(p, at + ".v_proj", kvd, h, c.qkv_bias);
-  w.attn.o = detail::load_linear(p, at + ".o_proj", h, qd, false);
-  if (c.qk_norm) {
-    w.attn.q_norm = load_vector(p, at + ".q_norm.weight", c.head_dim);
-    w.attn.k_norm = load_vector(p, at + ".k_norm.weight", c.head_dim);
+  if (arch::kind_of_layer(c, i).ffn == arch::feed_forward::moe) {
+    moe_weights m;
+    m.experts.resize(static_cast<std::size_t>(c.moe.num_experts));
+    w.mlp = std::move(m);
   }
-  const std::string mp = pre + ".mlp";
-  if (!c.is_moe_layer(i)) {
-    w.mlp = detail::load_mlp(p, mp, h, c.intermediate);
-    return w;
-  }
-  moe_weights m;
-  m.router = load_matrix(p, mp + ".gate.weight", c.moe.num_experts, h);
-  for (int e = 0; e < c.moe.num_experts; ++e)
-    m.experts.push_back(detail::load_mlp(p, mp + ".experts." + std::to_string(e), h, c.moe.expert_intermediate));
-  if (c.moe.shared_expert_intermediate > 0) {
-    m.shared = detail::load_mlp(p, mp + ".shared_expert", h, c.moe.shared_expert_intermediate);
-    m.shared_gate = load_matrix(p, mp + ".shared_expert_gate.weight", 1, h).row(0);
-  }
-  w.mlp = std::move(m);
+  arch::for_each_layer_tensor(c, i, [&](const arch::tensor_entry& e) {
+    using arch::slot;
+    const std::int64_t rows = e.shape[0];
+    if (e.spec->what == arch::role::linear) {
+      linear& l = detail::linear_slot(w, e.block->of, e.spec->to, e.expert);
+      l.name = e.module;
+      l.weight = load_matrix(p, e.weight(), rows, e.shape[1]);
+      if (e.has_bias) l.bias = load_vector(p, e.bias(), rows);
+      return;
+    }
+    switch (e.spec->to) {
+      case slot::input_norm: w.input_norm = load_vector(p, e.weight(), rows); return;
+      case slot::post_norm: w.post_norm = load_vector(p, e.weight(), rows); return;
+      case slot::q_norm: w.attn.q_norm = load_vector(p, e.weight(), rows); return;
+      case slot::k_norm: w.attn.k_norm = load_vector(p, e.weight(), rows); return;
+      case slot::router: std::get<moe_weights>(w.mlp).router = load_matrix(p, e.weight(), rows, e.shape[1]); return;
+      case slot::shared_gate:
+        std::get<moe_weights>(w.mlp).shared_gate = load_matrix(p, e.weight(), rows, e.shape[1]).row(0);
+        return;
+      default: throw model_error(e.module + ": the architecture description puts a tensor where the forward has none");
+    }
+  });
   return w;
 }
 
 // Every quantizable Linear of layer `i`, in forward order (the router and the shared-expert
 // gate are not among them: they stay in full precision).
-inline std::vector<std::string> linear_names(const forward_config& c, int i) {
-  const std::string pre = layer_prefix(i);
-  std::vector<std::string> out;
-  for (const char* n : {"q_proj", "k_proj", "v_proj", "o_proj"}) out.push_back(pre + ".self_attn." + n);
-  auto mlp = [&](const std::string& p) {
-    for (const char* n : {"gate_proj", "up_proj", "down_proj"}) out.push_back(p + "." + n);
-  };
-  if (!c.is_moe_layer(i)) {
-    mlp(pre + ".mlp");
-    return out;
-  }
-  for (int e = 0; e < c.moe.num_experts; ++e) mlp(pre + ".mlp.experts." + std::to_string(e));
-  if (c.moe.shared_expert_intermediate > 0) mlp(pre + ".mlp.shared_expert");
-  return out;
-}
+using arch::linear_names;
 
 }  // namespace pq::model

@@ -6,6 +6,7 @@
 #pragma GCC diagnostic ignored "-Wrestrict"
 #include <pq/io/export.hpp>
 #pragma GCC diagnostic pop
+#include <pq/model/architecture.hpp>
 #include <pq/model/weights.hpp>
 
 #include <map>

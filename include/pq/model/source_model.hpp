@@ -14,44 +14,8 @@
 
 namespace pq::model {
 
-// Every tensor the forward reads, with the shape config.json implies.
-inline std::vector<std::pair<std::string, std::vector<std::int64_t>>> expected_tensors(const forward_config& c) {
-  std::vector<std::pair<std::string, std::vector<std::int64_t>>> out;
-  const std::int64_t h = c.hidden, qd = c.heads * c.head_dim, kvd = c.kv_heads * c.head_dim;
-  out.push_back({"model.embed_tokens.weight", {c.vocab, h}});
-  out.push_back({"model.norm.weight", {h}});
-  if (!c.tied_embeddings) out.push_back({"lm_head.weight", {c.vocab, h}});
-  auto mlp = [&](const std::string& p, std::int64_t inter) {
-    out.push_back({p + ".gate_proj.weight", {inter, h}});
-    out.push_back({p + ".up_proj.weight", {inter, h}});
-    out.push_back({p + ".down_proj.weight", {h, inter}});
-  };
-  for (int i = 0; i < c.layers; ++i) {
-    const std::string pre = layer_prefix(i), at = pre + ".self_attn";
-    out.push_back({pre + ".input_layernorm.weight", {h}});
-    out.push_back({pre + ".post_attention_layernorm.weight", {h}});
-    for (auto [n, rows] : {std::pair{".q_proj", qd}, {".k_proj", kvd}, {".v_proj", kvd}}) {
-      out.push_back({at + n + ".weight", {rows, h}});
-      if (c.qkv_bias) out.push_back({at + n + ".bias", {rows}});
-    }
-    out.push_back({at + ".o_proj.weight", {h, qd}});
-    if (c.qk_norm) {
-      out.push_back({at + ".q_norm.weight", {c.head_dim}});
-      out.push_back({at + ".k_norm.weight", {c.head_dim}});
-    }
-    if (!c.is_moe_layer(i)) {
-      mlp(pre + ".mlp", c.intermediate);
-      continue;
-    }
-    out.push_back({pre + ".mlp.gate.weight", {c.moe.num_experts, h}});
-    for (int e = 0; e < c.moe.num_experts; ++e) mlp(pre + ".mlp.experts." + std::to_string(e), c.moe.expert_intermediate);
-    if (c.moe.shared_expert_intermediate > 0) {
-      mlp(pre + ".mlp.shared_expert", c.moe.shared_expert_intermediate);
-      out.push_back({pre + ".mlp.shared_expert_gate.weight", {1, h}});
-    }
-  }
-  return out;
-}
+// Every tensor the forward reads, with the shape config.json implies (from the architecture description).
+using arch::expected_tensors;
 
 // Checks, before any compute, that every tensor the config implies is present with its shape.
 inline void check_checkpoint(const weight_provider& w, const forward_config& c, const std::string& source) {

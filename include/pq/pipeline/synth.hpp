@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <pq/arch/registry.hpp>
 #include <pq/io/export.hpp>
 #include <pq/io/safetensors.hpp>
 
@@ -123,41 +124,21 @@ struct synth_entry {
   synth_kind kind;
 };
 
-// Every tensor of the checkpoint, layer by layer, without any data.
+// Every tensor of the checkpoint, as the architecture description of synth_config(o) lists them, without
+// any data. Norm gains of the residual stream carry the outlier channels.
 inline std::vector<synth_entry> synth_layout(const synth_options& o) {
+  const arch::model_config c = arch::parse_config(synth_config(o), "synthetic config.json");
   std::vector<synth_entry> out;
-  const std::int64_t h = o.hidden_size, q = std::int64_t{o.num_heads} * o.head_dim,
-                     kv = std::int64_t{o.num_kv_heads} * o.head_dim;
-  const bool moe = o.arch == synth_arch::qwen2_moe;
-  out.push_back({"model.embed_tokens.weight", {o.vocab_size, h}, synth_kind::embedding});
-  for (int l = 0; l < o.num_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    out.push_back({p + "input_layernorm.weight", {h}, synth_kind::norm_with_outliers});
-    out.push_back({p + "self_attn.q_proj.weight", {q, h}, synth_kind::linear});
-    out.push_back({p + "self_attn.k_proj.weight", {kv, h}, synth_kind::linear});
-    out.push_back({p + "self_attn.v_proj.weight", {kv, h}, synth_kind::linear});
-    if (moe) {
-      out.push_back({p + "self_attn.q_proj.bias", {q}, synth_kind::bias});
-      out.push_back({p + "self_attn.k_proj.bias", {kv}, synth_kind::bias});
-      out.push_back({p + "self_attn.v_proj.bias", {kv}, synth_kind::bias});
-    }
-    out.push_back({p + "self_attn.o_proj.weight", {h, q}, synth_kind::linear});
-    out.push_back({p + "post_attention_layernorm.weight", {h}, synth_kind::norm_with_outliers});
-    const auto mlp = [&](const std::string& m, std::int64_t inter) {
-      out.push_back({m + "gate_proj.weight", {inter, h}, synth_kind::linear});
-      out.push_back({m + "up_proj.weight", {inter, h}, synth_kind::linear});
-      out.push_back({m + "down_proj.weight", {h, inter}, synth_kind::linear});
-    };
-    if (moe && l > 0) {
-      out.push_back({p + "mlp.gate.weight", {o.num_experts, h}, synth_kind::linear});
-      for (int e = 0; e < o.num_experts; ++e) mlp(p + "mlp.experts." + std::to_string(e) + ".", o.moe_intermediate_size);
-      mlp(p + "mlp.shared_expert.", o.shared_expert_intermediate_size);
-      out.push_back({p + "mlp.shared_expert_gate.weight", {1, h}, synth_kind::linear});
-    } else {
-      mlp(p + "mlp.", o.intermediate_size);
-    }
-  }
-  out.push_back({"model.norm.weight", {h}, synth_kind::norm});
+  const auto add = [&](const arch::tensor_entry& e) {
+    using arch::role;
+    const bool residual_norm = e.spec->to == arch::slot::input_norm || e.spec->to == arch::slot::post_norm;
+    const synth_kind kind = e.spec->what == role::embedding ? synth_kind::embedding
+                          : e.spec->what == role::norm      ? (residual_norm ? synth_kind::norm_with_outliers : synth_kind::norm)
+                                                            : synth_kind::linear;
+    out.push_back({e.weight(), e.shape, kind});
+    if (e.has_bias) out.push_back({e.bias(), {e.shape[0]}, synth_kind::bias});
+  };
+  arch::for_each_tensor(c.shape, add);
   return out;
 }
 

@@ -1,0 +1,195 @@
+// pq/arch/description.hpp: the description of an architecture, one table per layer kind: which tensors a
+// layer has (names as the checkpoint spells them, shapes from config.json), which of them are Linears pq
+// may quantize, how vLLM fuses those into decision units, and what stays in full precision. The loader,
+// the profile, the expected-tensor check, the export's targets and `pq synth` all enumerate these tables
+// (for_each_tensor below); nothing else spells a Hugging Face tensor name. docs/arch.md: adding a model.
+#pragma once
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <pq/arch/config.hpp>
+
+namespace pq::arch {
+
+// A dimension or a presence condition, as a function of the parsed config.
+using extent = std::int64_t (*)(const forward_config&);
+using condition = bool (*)(const forward_config&);
+
+// What quantization does with a tensor.
+enum class role : std::uint8_t {
+  linear,       // a quantizable Linear: `<name>.weight` [rows, cols] (+ `<name>.bias` [rows] when `bias` holds)
+  unquantized,  // a Linear that always stays in full precision (router, shared-expert gate, lm_head):
+                // named in the export's ignore list
+  norm,         // an RMSNorm gain [rows]
+  embedding,    // the token embedding [vocab, hidden]
+};
+
+// Where the forward math takes a tensor from (within its block's part, below).
+enum class slot : std::uint8_t {
+  embed, final_norm, lm_head,  // model-wide
+  input_norm, post_norm,       // the layer's two RMSNorms
+  q, k, v, o, q_norm, k_norm,  // attention
+  gate, up, down,              // a SwiGLU MLP: dense, each routed expert, the shared expert
+  router, shared_gate,         // MoE routing and the shared expert's sigmoid gate
+};
+
+// Which part of a layer a block's tensors belong to.
+enum class part : std::uint8_t { layer, attention, mlp, moe, experts, shared_expert };
+
+struct tensor_spec {
+  std::string_view name;      // module path within its block; the tensor is `<name>.weight`
+  slot to;
+  role what;
+  extent rows;
+  extent cols = nullptr;      // nullptr: a 1-D tensor [rows]
+  condition when = nullptr;   // present only when this holds (nullptr: always)
+  condition bias = nullptr;   // a Linear that also has `<name>.bias` [rows] when this holds
+  std::string_view fused{};   // a Linear: the module vLLM fuses it into with the siblings of its block that
+                              // name the same one (q/k/v -> qkv_proj); they share one input. Empty: alone.
+};
+
+// How the Linears of a block form decision units (one format, one NVFP4 global scale each).
+enum class units : std::uint8_t {
+  by_fused,     // one unit per fused module (a Linear alone is its own unit), per copy of the block
+  whole_block,  // every Linear of every copy is one unit named after the block (vLLM's FusedMoE experts)
+};
+
+struct block_spec {
+  std::string_view path;  // module path within the layer ("self_attn", "mlp.experts"); "": the layer itself
+  part of;
+  std::span<const tensor_spec> tensors;
+  condition when = nullptr;
+  bool per_expert = false;  // one copy per routed expert, at `<path>.<e>`
+  units grouping = units::by_fused;
+};
+
+// The forward math of a layer kind (pq/model/detail/layer.hpp implements each).
+enum class mixer : std::uint8_t { attention };
+enum class feed_forward : std::uint8_t { mlp, moe };
+
+struct layer_kind {
+  std::string_view name;
+  mixer mix;
+  feed_forward ffn;
+  std::span<const block_spec> blocks;
+};
+
+struct description {
+  std::string_view name;
+  std::span<const std::string_view> model_types;  // config.json "model_type" values it reads
+  // Reads the family's own fields (biases, q/k norm, MoE routing) after the common ones.
+  void (*read_config)(const config_reader&, forward_config&);
+  std::string_view layers;                 // path of the layer list: layer i is `<layers>.<i>`
+  std::span<const tensor_spec> globals;    // full module paths (embeddings, final norm, lm_head)
+  std::span<const layer_kind> kinds;
+  int (*kind_of)(const forward_config&, int layer);  // index into kinds
+};
+
+// ---- enumeration: the one walk over a description that every consumer uses ----
+
+// One tensor of a checkpoint as the description implies it.
+struct tensor_entry {
+  std::string module;                 // full module path, e.g. model.layers.3.self_attn.q_proj
+  std::vector<std::int64_t> shape;    // of `<module>.weight`
+  const tensor_spec* spec = nullptr;
+  const block_spec* block = nullptr;  // nullptr: a model-wide tensor
+  int layer = -1;
+  int expert = -1;                    // the copy of a per-expert block
+  bool has_bias = false;              // also `<module>.bias` [shape[0]]
+  std::string weight() const { return module + ".weight"; }
+  std::string bias() const { return module + ".bias"; }
+};
+
+inline const description& architecture_of(const forward_config& c) {
+  if (!c.architecture) throw config_error("forward_config: no architecture description set");
+  return *c.architecture;
+}
+
+inline std::string layer_prefix(const description& d, int layer) {
+  return std::string(d.layers) + "." + std::to_string(layer);
+}
+
+inline const layer_kind& kind_of_layer(const forward_config& c, int layer) {
+  const description& d = architecture_of(c);
+  return d.kinds[static_cast<std::size_t>(d.kind_of(c, layer))];
+}
+
+namespace detail {
+inline bool holds(condition f, const forward_config& c) { return f == nullptr || f(c); }
+inline tensor_entry entry(const forward_config& c, std::string module, const tensor_spec& t, const block_spec* b,
+                          int layer, int expert) {
+  tensor_entry e{std::move(module), {t.rows(c)}, &t, b, layer, expert, t.bias != nullptr && t.bias(c)};
+  if (t.cols) e.shape.push_back(t.cols(c));
+  return e;
+}
+}  // namespace detail
+
+// Calls f(block, expert, module_prefix) for every present copy of every present block of layer `layer`,
+// in description order; module_prefix ends with '.'.
+template <class F>
+void for_each_block(const forward_config& c, int layer, F&& f) {
+  const std::string pre = layer_prefix(architecture_of(c), layer) + ".";
+  for (const block_spec& b : kind_of_layer(c, layer).blocks) {
+    if (!detail::holds(b.when, c)) continue;
+    const std::string path = b.path.empty() ? pre : pre + std::string(b.path) + ".";
+    if (!b.per_expert) {
+      f(b, -1, path);
+      continue;
+    }
+    for (int e = 0; e < c.moe.num_experts; ++e) f(b, e, path + std::to_string(e) + ".");
+  }
+}
+
+// Calls f(entry) for every tensor of layer `layer`, in description order.
+template <class F>
+void for_each_layer_tensor(const forward_config& c, int layer, F&& f) {
+  for_each_block(c, layer, [&](const block_spec& b, int expert, const std::string& path) {
+    for (const tensor_spec& t : b.tensors)
+      if (detail::holds(t.when, c)) f(detail::entry(c, path + std::string(t.name), t, &b, layer, expert));
+  });
+}
+
+// Calls f(entry) for every model-wide tensor present.
+template <class F>
+void for_each_global_tensor(const forward_config& c, F&& f) {
+  for (const tensor_spec& t : architecture_of(c).globals)
+    if (detail::holds(t.when, c)) f(detail::entry(c, std::string(t.name), t, nullptr, -1, -1));
+}
+
+// Every tensor the description implies: model-wide ones, then layer by layer.
+template <class F>
+void for_each_tensor(const forward_config& c, F&& f) {
+  for_each_global_tensor(c, f);
+  for (int l = 0; l < c.layers; ++l) for_each_layer_tensor(c, l, f);
+}
+
+// The model-wide tensor the forward reads from `s` (embed, final_norm, lm_head), present or not.
+inline tensor_entry global_tensor(const forward_config& c, slot s) {
+  for (const tensor_spec& t : architecture_of(c).globals)
+    if (t.to == s) return detail::entry(c, std::string(t.name), t, nullptr, -1, -1);
+  throw config_error(std::string(architecture_of(c).name) + ": the description has no model-wide tensor for this slot");
+}
+
+// Every tensor name with its shape, weights and biases alike (what check_checkpoint compares).
+inline std::vector<std::pair<std::string, std::vector<std::int64_t>>> expected_tensors(const forward_config& c) {
+  std::vector<std::pair<std::string, std::vector<std::int64_t>>> out;
+  for_each_tensor(c, [&](const tensor_entry& e) {
+    out.push_back({e.weight(), e.shape});
+    if (e.has_bias) out.push_back({e.bias(), {e.shape[0]}});
+  });
+  return out;
+}
+
+// The quantizable Linears of layer `layer` (module paths), in forward order.
+inline std::vector<std::string> linear_names(const forward_config& c, int layer) {
+  std::vector<std::string> out;
+  for_each_layer_tensor(c, layer, [&](const tensor_entry& e) {
+    if (e.spec->what == role::linear) out.push_back(e.module);
+  });
+  return out;
+}
+
+}  // namespace pq::arch
