@@ -66,7 +66,7 @@ std::vector<float> test_matrix() {
   return w;
 }
 
-const fs::path llama = fs::path(PQ_MODELS_DIR) / "tiny-llama-code";
+const fs::path llama_dir = fs::path(PQ_MODELS_DIR) / "tiny-llama-code";
 }  // namespace
 
 TEST_CASE("pq's block-FP8 rounding and decode are the reference script's, partial edge tiles included") {
@@ -86,11 +86,11 @@ TEST_CASE("pq's block-FP8 rounding and decode are the reference script's, partia
     CHECK(std::fabs(back[k] - w[k]) <= std::max(std::fabs(w[k]) / 16.0f, s * 0x1p-10f) * 1.0001f);
   }
 
-  if (!fs::exists(llama / "config.json")) {
-    MESSAGE("skipped the checkpoint digests: " << llama.string() << " is absent");
+  if (!fs::exists(llama_dir / "config.json")) {
+    MESSAGE("skipped the checkpoint digests: " << llama_dir.string() << " is absent");
     return;
   }
-  const auto dir = io::model_dir::open(llama);
+  const auto dir = io::model_dir::open(llama_dir);
   const auto prof = arch::make_profile(arch::parse_config(dir.config_json(), "config.json"));
   int compared = 0;
   for (const auto& l : prof.linears) {
@@ -107,15 +107,15 @@ TEST_CASE("pq's block-FP8 rounding and decode are the reference script's, partia
 }
 
 TEST_CASE("an FP8 block-scaled source reproduces the logits of its dequantized weights") {
-  if (!fs::exists(llama / "config.json")) {
-    MESSAGE("skipped: " << llama.string() << " is absent");
+  if (!fs::exists(llama_dir / "config.json")) {
+    MESSAGE("skipped: " << llama_dir.string() << " is absent");
     return;
   }
   // The FP8 copy of tiny-llama-code, as the script writes it (its bytes are the script's: test above).
   const fs::path out = fs::temp_directory_path() / "pq_test_fp8_source";
   fs::remove_all(out);
   fs::create_directories(out);
-  const auto src = io::model_dir::open(llama);
+  const auto src = io::model_dir::open(llama_dir);
   const auto prof = arch::make_profile(arch::parse_config(src.config_json(), "config.json"));
   const io::fp8_block_layout layout;
   model::memory_weights dequantized;  // the reference: every tensor in fp32, FP8 Linears decoded
@@ -152,7 +152,7 @@ TEST_CASE("an FP8 block-scaled source reproduces the logits of its dequantized w
   std::ofstream(out / "config.json") << config.dump(2);
 
   const model::source_model fp8(out);  // every tensor checked against config.json on open
-  const auto tokens = io::safetensors_file::open(llama / "tokens.safetensors");
+  const auto tokens = io::safetensors_file::open(llama_dir / "tokens.safetensors");
   const auto& eval = tokens.at("eval");
   std::vector<std::int32_t> ids(32);
   for (int s = 0; s < 2; ++s) std::memcpy(ids.data() + 16 * s, eval.data.data() + s * eval.shape[1] * 4, 16 * 4);
