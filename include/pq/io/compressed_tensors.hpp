@@ -12,10 +12,18 @@
 
 #include <nlohmann/json.hpp>
 
-#include <pq/formats/bundle.hpp>
 #include <pq/arch/profile.hpp>
+#include <pq/error.hpp>
+#include <pq/formats/bundle.hpp>
+#include <pq/io/model_dir.hpp>
 
 namespace pq::io {
+
+// A checkpoint pq cannot write as asked (a format with no compressed-tensors scheme, a decision unit whose
+// Linears disagree, an output folder that would overwrite something): the message says what and where.
+struct export_error : pq::error {
+  using pq::error::error;
+};
 
 inline nlohmann::json ct_args_json(const ct_args& a, bool asymmetric) {
   nlohmann::json j;
@@ -106,7 +114,7 @@ inline nlohmann::json quantization_config(const arch::profile& p, const std::vec
     const std::string& f = formats[static_cast<std::size_t>(p.units[u].members.front())];
     for (int m : p.units[u].members)
       if (formats[static_cast<std::size_t>(m)] != f)
-        throw std::invalid_argument("decision unit " + p.units[u].name + " mixes formats " + f + " and " +
+        throw export_error("decision unit " + p.units[u].name + " mixes formats " + f + " and " +
                                     formats[static_cast<std::size_t>(m)]);
     if (f == "BF16") {
       for (int m : p.units[u].members) ignore.push_back(p.linears[static_cast<std::size_t>(m)].name);
@@ -135,7 +143,7 @@ inline nlohmann::json quantization_config(const arch::profile& p, const std::vec
       groups["group_" + std::to_string(g++)] = group;
       ct_formats.insert(std::string(s.format));
     } else {
-      throw std::invalid_argument(std::string(F::name) + " has no compressed-tensors scheme vLLM loads; it cannot be exported");
+      throw export_error(std::string(F::name) + " has no compressed-tensors scheme vLLM loads; it cannot be exported");
     }
   });
   nlohmann::json q;
@@ -175,7 +183,7 @@ inline std::vector<std::string> formats_from_config(const arch::profile& p, cons
   std::vector<std::pair<std::string, std::string>> exact;
   for (auto it = qc.at("config_groups").begin(); it != qc.at("config_groups").end(); ++it) {
     const auto f = format_of_group(it.value());
-    if (!f) throw std::invalid_argument("config group " + it.key() + " is not a scheme pq knows");
+    if (!f) throw model_dir_error("config group " + it.key() + " is not a scheme pq knows");
     for (const auto& t : it.value().at("targets")) {
       const std::string s = t.get<std::string>();
       if (s.rfind("re:", 0) == 0) rules.emplace_back(std::regex(s.substr(3)), *f);

@@ -25,10 +25,6 @@
 
 namespace pq::io {
 
-struct export_error : pq::error {
-  using pq::error::error;
-};
-
 struct export_options {
   std::uint64_t max_shard_bytes = 5ull << 30;
   bool force = false;  // replace an existing output directory
