@@ -20,12 +20,14 @@ struct signed_int {
   static constexpr float max_finite = static_cast<float>(max);
 
   // Offset code u in [0, 2^bits) of the integer nearest to y (ties to even), clamped to [min, max].
-  // A NaN gives the code of 0.
+  // A NaN gives the code of 0. Branch-free: after the clamp, adding 1.5·2^23 leaves the integer, rounded
+  // by the FPU's RNE, in the sum's low mantissa bits (|y| <= 2^(bits-1) is far inside that binade).
   PQ_HD static constexpr std::uint32_t encode(float y) {
-    if (is_nan(y)) return offset;
-    const float c = y < static_cast<float>(min) ? static_cast<float>(min)
-                  : y > static_cast<float>(max) ? static_cast<float>(max) : y;
-    return static_cast<std::uint32_t>(static_cast<std::int32_t>(round_half_even(c)) + (1 << (Bits - 1)));
+    constexpr float magic = 0x1.8p23f;
+    float c = is_nan(y) ? 0.0f : y;
+    c = c < static_cast<float>(min) ? static_cast<float>(min) : c;
+    c = c > static_cast<float>(max) ? static_cast<float>(max) : c;
+    return (float_bits(add_rn(c, magic)) - float_bits(magic) + offset) & (code_count - 1u);
   }
   PQ_HD static constexpr std::int32_t value(std::uint32_t code) {
     return static_cast<std::int32_t>(code & (code_count - 1u)) - (1 << (Bits - 1));

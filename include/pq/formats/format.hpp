@@ -117,4 +117,20 @@ PQ_HD constexpr float max_abs(float lo, float hi) {
   return a > b ? a : b;
 }
 
+// Group range: smallest and largest value (the first smallest and the last largest, as std::minmax_element).
+struct value_range {
+  float lo, hi;
+};
+PQ_HD constexpr value_range range_of(const float* v, index_t n) {
+  value_range r{v[0], v[0]};
+  for (index_t j = 1; j < n; ++j) {
+    r.lo = v[j] < r.lo ? v[j] : r.lo;
+    r.hi = v[j] < r.hi ? r.hi : v[j];
+  }
+  return r;
+}
+PQ_HD constexpr value_range merge(value_range a, value_range b) {  // a's elements precede b's
+  return {b.lo < a.lo ? b.lo : a.lo, b.hi < a.hi ? a.hi : b.hi};
+}
+
 }  // namespace pq
