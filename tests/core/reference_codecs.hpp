@@ -42,6 +42,28 @@ PQ_HD constexpr std::uint32_t encode(float x) {
   }
 }
 
+// minifloat::decode before the branch-free rewrite.
+template <class C>
+constexpr float decode(std::uint32_t code) {
+  constexpr int Man = C::mantissa_bits, Exp = C::exponent_bits, bias = C::bias;
+  const std::uint32_t mag = code & C::magnitude_mask;
+  const bool negative = (code & C::sign_mask) != 0u;
+  const int efield = static_cast<int>(mag >> Man);
+  const int m = static_cast<int>(mag & ((1u << Man) - 1u));
+  float v;
+  if (C::is_nan_code(code)) {
+    return quiet_nan();
+  } else if (C::special_values == specials::ieee && efield == (1 << Exp) - 1) {
+    v = infinity();
+  } else if (C::has_subnormals && efield == 0) {
+    v = static_cast<float>(m) * pow2(1 - bias - Man);
+  } else {
+    v = static_cast<float>((1 << Man) + m) * pow2(efield - bias - Man);
+  }
+  return negative ? -v : v;
+}
+
+
 // signed_int<B>::encode before the rewrite: clamp, then round_half_even on the bits.
 template <class I>
 constexpr std::uint32_t encode_int(float y) {

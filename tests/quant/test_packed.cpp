@@ -17,63 +17,18 @@
 #include <pq/quant/scale_sweep.hpp>
 
 #include "mini_safetensors.hpp"
+#include "packed_testing.hpp"
 
 using namespace pq;
 
 namespace {
+using pq::test::awkward_weights;
+using pq::test::narrow;
+using pq::test::widen;
+using pq::test::check_same;
+using pq::test::test_cols;
 template <class List> struct as_tuple;
 template <class... Ts> struct as_tuple<type_list<Ts...>> { using type = std::tuple<Ts...>; };
-
-// Weights with every awkward class: normal values, an all-zero group, float subnormals, values at and
-// near the formats' maxima after scaling, a single outlier per row, exact ties of the element grid.
-std::vector<float> awkward_weights(index_t rows, index_t cols, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> nd(0.0f, 0.02f);
-  std::vector<float> w(static_cast<std::size_t>(rows * cols));
-  for (auto& v : w) v = nd(rng);
-  for (index_t c = 0; c < std::min<index_t>(cols, 32); ++c) w[static_cast<std::size_t>(c)] = 0.0f;  // zero group
-  if (rows > 1)
-    for (index_t c = 0; c < cols; ++c) w[static_cast<std::size_t>(cols + c)] = std::ldexp(1.0f, -140) * float(c % 7);
-  if (rows > 2) w[static_cast<std::size_t>(2 * cols + 3)] = 3.0f;  // outlier
-  if (rows > 3)
-    for (index_t c = 0; c < cols; ++c) w[static_cast<std::size_t>(3 * cols + c)] = 0.25f * float(c % 13) - 1.5f;
-  return w;
-}
-
-template <class In> std::vector<In> narrow(const std::vector<float>& w);
-template <> std::vector<float> narrow<float>(const std::vector<float>& w) { return w; }
-template <> std::vector<bf16_bits> narrow<bf16_bits>(const std::vector<float>& w) {
-  std::vector<bf16_bits> o(w.size());
-  for (std::size_t i = 0; i < w.size(); ++i) o[i] = from_float<bf16_bits>(w[i]);
-  return o;
-}
-template <> std::vector<fp16_bits> narrow<fp16_bits>(const std::vector<float>& w) {
-  std::vector<fp16_bits> o(w.size());
-  for (std::size_t i = 0; i < w.size(); ++i) o[i] = from_float<fp16_bits>(w[i]);
-  return o;
-}
-template <class In> std::vector<float> widen(const std::vector<In>& w) {
-  std::vector<float> o(w.size());
-  for (std::size_t i = 0; i < w.size(); ++i) o[i] = to_float(w[i]);
-  return o;
-}
-
-void check_same(const std::vector<packed_tensor>& a, const std::vector<packed_tensor>& b) {
-  REQUIRE(a.size() == b.size());
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    CAPTURE(a[i].suffix);
-    CHECK(a[i].suffix == b[i].suffix);
-    CHECK(a[i].type == b[i].type);
-    CHECK(a[i].shape == b[i].shape);
-    CHECK(a[i].bytes.size() == b[i].bytes.size());
-    CHECK(a[i].bytes == b[i].bytes);
-  }
-}
-
-template <class F> std::vector<index_t> test_cols() {
-  if constexpr (F::group_size == 0) return {37, 200, 1024};  // row formats: odd widths, partial segments and words
-  else return {F::group_size, 4 * F::group_size, 3 * 128};
-}
 
 template <class F, class In>
 void check_format_dtype(index_t rows, index_t cols, unsigned seed) {
@@ -186,4 +141,10 @@ TEST_CASE_TEMPLATE("real weights of tiny-llama-code (bf16) pack identically", F,
   auto buf = make_packed_buffers<F>(rows, cols);
   quantize_pack_host<F>(w_in.data(), rows, cols, ts, buf, 2);
   check_same(as_packed_tensors<F>(buf, F::has_tensor_scale ? ts : 1.0f, 1.0f), ref);
+}
+
+TEST_CASE("item_of maps every block of a batched grid to its item (empty items skipped)") {
+  const index_t start[] = {0, 3, 3, 10, 11};  // item 1 has no blocks; 4 items, 11 blocks
+  int expect[11] = {0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 3};
+  for (index_t b = 0; b < 11; ++b) CHECK(item_of(start, 4, b) == expect[b]);
 }

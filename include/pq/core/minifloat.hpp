@@ -81,22 +81,19 @@ struct minifloat {
       return false;
   }
 
+  // Branch-free: a normal code's float bits are its fields moved into place (every codec's normal values
+  // are normal floats); the lowest binade is its integer significand times a constant power of two.
   PQ_HD static constexpr float decode(std::uint32_t code) {
+    constexpr std::uint32_t mmask = (1u << Man) - 1u;
+    constexpr float lowest_quantum = pow2((Subnormals ? 1 : 0) - bias - Man);
     const std::uint32_t mag = code & magnitude_mask;
-    const bool negative = (code & sign_mask) != 0u;
-    const int efield = static_cast<int>(mag >> Man);
-    const int m = static_cast<int>(mag & ((1u << Man) - 1u));
-    float v;
-    if (is_nan_code(code)) {
-      return quiet_nan();
-    } else if (Specials == specials::ieee && efield == (1 << Exp) - 1) {
-      v = infinity();
-    } else if (Subnormals && efield == 0) {
-      v = static_cast<float>(m) * pow2(1 - bias - Man);
-    } else {
-      v = static_cast<float>((1 << Man) + m) * pow2(efield - bias - Man);
-    }
-    return negative ? -v : v;
+    const std::uint32_t efield = mag >> Man, m = mag & mmask;
+    const std::uint32_t normal = ((efield + static_cast<std::uint32_t>(127 - bias)) << 23) | (m << (23 - Man));
+    const std::uint32_t low = float_bits(static_cast<float>(Subnormals ? m : m + (1u << Man)) * lowest_quantum);
+    std::uint32_t bits = efield == 0u ? low : normal;
+    if constexpr (Specials == specials::ieee) bits = efield == (1u << Exp) - 1u ? 0x7f800000u : bits;
+    bits |= (code & sign_mask) != 0u ? 0x80000000u : 0u;
+    return bits_float(is_nan_code(code) ? 0x7fc00000u : bits);
   }
 
   static constexpr float max_finite = decode(max_code);
@@ -149,16 +146,20 @@ struct minifloat {
     constexpr std::uint32_t rebias = static_cast<std::uint32_t>(127 - bias) << 23;
     const std::uint32_t u = float_bits(x);
     const std::uint32_t a = u & 0x7fffffffu;
-    const bool low = a < lowest_normal;
+    // Selections are masks, not ?:, wherever an arm needs the floating-point addition: a compiler keeping
+    // floating-point exceptions exact may not speculate that addition into a branch, so a ?: there
+    // would stop the vectoriser (GCC: "control flow in loop").
+    const std::uint32_t low = 0u - static_cast<std::uint32_t>(a < lowest_normal);
+    const std::uint32_t nan = 0u - static_cast<std::uint32_t>(a > 0x7f800000u);
     // Zero in place of a large input keeps the addition finite (and constant-evaluable).
-    const std::uint32_t sub = float_bits(add_rn(bits_float(low ? a : 0u), bits_float(magic_bits))) - magic_bits;
+    const std::uint32_t sub = float_bits(add_rn(bits_float(a & low), bits_float(magic_bits))) - magic_bits;
     const std::uint32_t odd = (a >> (23 - Man)) & 1u;
     const std::uint32_t norm = (a - rebias + ((1u << (22 - Man)) - 1u) + odd) >> (23 - Man);
-    std::uint32_t mag = low ? sub : norm;  // wraps harmlessly when not selected
+    std::uint32_t mag = (sub & low) | (norm & ~low);  // norm wraps harmlessly when not selected
     mag = mag < max_code ? mag : max_code;  // saturation, infinity included (it has the largest bits)
-    const bool negative = (u >> 31) != 0u;
-    const std::uint32_t code = Signed ? (negative ? sign_mask : 0u) | mag : (negative ? 0u : mag);
-    return a > 0x7f800000u ? (has_nan ? nan_code : max_code) : code;
+    const std::uint32_t negative = 0u - (u >> 31);
+    const std::uint32_t code = Signed ? (negative & sign_mask) | mag : mag & ~negative;
+    return (code & ~nan) | ((has_nan ? nan_code : max_code) & nan);
   }
 
   // The definition, one branch per input class (also the path of formats without subnormals).

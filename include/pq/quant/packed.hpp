@@ -199,6 +199,18 @@ struct segmentation {
   }
 };
 
+// Batches (the Linears of a decision unit, the experts of an MoE layer) are launched as one grid: item i
+// owns blocks [start[i], start[i+1]). The item of a block: the last i with start[i] <= block.
+PQ_HD constexpr int item_of(const index_t* start, int n, index_t block) {
+  int lo = 0, hi = n - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (start[mid] <= block) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
 template <int N, class In>
 PQ_HD void load_segment(const In* row, index_t c0, int n, float (&v)[N]) {
   for (int j = 0; j < N; ++j) v[j] = j < n ? to_float(row[c0 + j]) : 0.0f;
