@@ -1,7 +1,7 @@
 // bench/exhaustive_codecs.cpp: the branch-free encoders against the definition written with branches,
 // over all 2^32 float bit patterns, for every minifloat codec and both integer codecs. Too slow for CI
 // (minutes); the CI suite (tests/core/test_minifloat.cpp) checks a dense structured sample. Run by hand:
-//   g++ -std=c++20 -O2 -Iinclude -Itests/core bench/exhaustive_codecs.cpp -o /tmp/exhaustive && /tmp/exhaustive
+//   g++ -std=c++20 -O2 -Iinclude bench/exhaustive_codecs.cpp -o /tmp/exhaustive && /tmp/exhaustive
 #include <bit>
 #include <cstdint>
 #include <cstdio>
@@ -10,7 +10,7 @@
 #include <pq/core/integer.hpp>
 #include <pq/core/minifloat.hpp>
 
-#include "reference_codecs.hpp"
+#include "../tests/core/reference_codecs.hpp"
 
 template <class C, class Ref>
 bool exhaustive(const char* name, Ref ref) {

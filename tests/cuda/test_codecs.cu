@@ -27,7 +27,7 @@ __global__ void codec_kernel(const float* x, std::uint32_t* enc, float* dec, int
 }
 
 TEST_CASE_TEMPLATE("codec on the device equals the host over every input class", C, e2m1, e2m3, e3m2, e4m3, e5m2,
-                   ue4m3, ue8m0, bf16, int4, int8) {
+                   ue4m3, ue8m0, bf16, pq::int4, pq::int8) {
   const auto x = test::codec_sample<C>(65521);  // a coarser stride than the host suite: the classes are the point
   const int n = static_cast<int>(x.size());
   pqc::stream s;

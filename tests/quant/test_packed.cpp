@@ -4,6 +4,7 @@
 // building blocks; tests/cuda compares their bytes with the same reference.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -148,3 +149,21 @@ TEST_CASE("item_of maps every block of a batched grid to its item (empty items s
   int expect[11] = {0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 3};
   for (index_t b = 0; b < 11; ++b) CHECK(item_of(start, 4, b) == expect[b]);
 }
+
+TEST_CASE_TEMPLATE_DEFINE("range_of gives every format the parameters std::minmax_element gives", F, range_params) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (index_t n : {index_t{16}, index_t{32}, index_t{128}, index_t{37}}) {
+    for (int trial = 0; trial < 400; ++trial) {
+      std::vector<float> x(static_cast<std::size_t>(n));
+      for (auto& v : x) v = trial % 4 == 0 ? 0.0f : trial % 4 == 1 ? (nd(rng) < 0 ? -0.0f : 0.0f) : nd(rng);
+      if (trial % 4 == 1) x[static_cast<std::size_t>(trial) % x.size()] = nd(rng);  // one value among signed zeros
+      const auto [lo, hi] = std::minmax_element(x.begin(), x.end());
+      const value_range r = range_of(x.data(), n);
+      CHECK(r.lo == *lo);
+      CHECK(r.hi == *hi);
+      CHECK(F::group_params(r.lo, r.hi, 100.0f) == F::group_params(*lo, *hi, 100.0f));
+    }
+  }
+}
+TEST_CASE_TEMPLATE_APPLY(range_params, as_tuple<packable_formats>::type);

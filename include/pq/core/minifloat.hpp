@@ -90,7 +90,8 @@ struct minifloat {
     const std::uint32_t efield = mag >> Man, m = mag & mmask;
     const std::uint32_t normal = ((efield + static_cast<std::uint32_t>(127 - bias)) << 23) | (m << (23 - Man));
     const std::uint32_t low = float_bits(static_cast<float>(Subnormals ? m : m + (1u << Man)) * lowest_quantum);
-    std::uint32_t bits = efield == 0u ? low : normal;
+    const std::uint32_t is_low = 0u - static_cast<std::uint32_t>(efield == 0u);  // a mask: see encode_portable
+    std::uint32_t bits = (low & is_low) | (normal & ~is_low);
     if constexpr (Specials == specials::ieee) bits = efield == (1u << Exp) - 1u ? 0x7f800000u : bits;
     bits |= (code & sign_mask) != 0u ? 0x80000000u : 0u;
     return bits_float(is_nan_code(code) ? 0x7fc00000u : bits);

@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include <pq/config.hpp>
+#include <pq/core/bits.hpp>
 #include <pq/core/dtype.hpp>
 #include <pq/error.hpp>
 
@@ -117,20 +118,47 @@ PQ_HD constexpr float max_abs(float lo, float hi) {
   return a > b ? a : b;
 }
 
-// Group range: smallest and largest value (the first smallest and the last largest, as std::minmax_element).
+// Group range: smallest and largest value, the values std::minmax_element finds (where a group holds both
+// -0 and +0 the sign of a zero end may differ, and no scale rule tells -0 from +0).
 struct value_range {
   float lo, hi;
 };
-PQ_HD constexpr value_range range_of(const float* v, index_t n) {
-  value_range r{v[0], v[0]};
-  for (index_t j = 1; j < n; ++j) {
-    r.lo = v[j] < r.lo ? v[j] : r.lo;
-    r.hi = v[j] < r.hi ? r.hi : v[j];
-  }
-  return r;
-}
 PQ_HD constexpr value_range merge(value_range a, value_range b) {  // a's elements precede b's
   return {b.lo < a.lo ? b.lo : a.lo, b.hi < a.hi ? a.hi : b.hi};
+}
+// Floats ordered as signed integers (-0 just below +0): integer min/max need no branch and vectorise,
+// where float comparisons that must respect signed zeros and NaN become unpredictable jumps.
+PQ_HD constexpr std::int32_t order_key(float x) {
+  const std::uint32_t u = float_bits(x);
+  return static_cast<std::int32_t>(u ^ ((0u - (u >> 31)) & 0x7fffffffu));
+}
+PQ_HD constexpr float from_order_key(std::int32_t k) {
+  const std::uint32_t u = static_cast<std::uint32_t>(k);
+  return bits_float(u ^ ((0u - (u >> 31)) & 0x7fffffffu));
+}
+PQ_HD constexpr value_range range_of(const float* v, index_t n) {
+  constexpr int L = 8;  // independent lanes (a vector's worth), folded at the end: no serial min/max chain
+  std::int32_t lo[L], hi[L];
+  for (int k = 0; k < L; ++k) lo[k] = hi[k] = order_key(v[0]);
+  const index_t blocks = n / L;
+  for (index_t b = 0; b < blocks; ++b)
+    for (int k = 0; k < L; ++k) {
+      const std::int32_t x = order_key(v[b * L + k]);
+      lo[k] = x < lo[k] ? x : lo[k];
+      hi[k] = x > hi[k] ? x : hi[k];
+    }
+  const index_t rem = n - blocks * L;
+  for (int k = 0; k < L; ++k)
+    if (k < rem) {
+      const std::int32_t x = order_key(v[blocks * L + k]);
+      lo[k] = x < lo[k] ? x : lo[k];
+      hi[k] = x > hi[k] ? x : hi[k];
+    }
+  for (int k = 1; k < L; ++k) {
+    lo[0] = lo[k] < lo[0] ? lo[k] : lo[0];
+    hi[0] = hi[k] > hi[0] ? hi[k] : hi[0];
+  }
+  return {from_order_key(lo[0]), from_order_key(hi[0])};
 }
 
 }  // namespace pq

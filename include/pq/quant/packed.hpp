@@ -146,17 +146,18 @@ PQ_HD void quantize_pack_segment(const packed_layout& l, const packed_ptrs& out,
   static_assert(bits == 4 || bits == 8 || bits == 16, "packing path: 4-, 8- or 16-bit codes");
   static_assert(N * bits % 32 == 0, "a full segment is whole 32-bit words");
   constexpr int nbytes = N * bits / 8;
+  // Every element is quantized (values past n are zeros), then masked: a condition around F::quantize would
+  // keep a compiler from vectorising the division and the encoder.
+  std::uint32_t c[N];
+  for (int j = 0; j < N; ++j) c[j] = F::quantize(v[j], p);
+  for (int j = 0; j < N; ++j) c[j] &= 0u - static_cast<std::uint32_t>(j < n);
   std::uint8_t b[nbytes];
-  for (int i = 0; i < nbytes; ++i) b[i] = 0;
-  for (int j = 0; j < N; ++j) {
-    const std::uint32_t c = j < n ? F::quantize(v[j], p) : 0u;
-    if constexpr (bits == 4) b[j / 2] |= static_cast<std::uint8_t>((c & 0xfu) << (4 * (j & 1)));
-    else if constexpr (bits == 8) b[j] = static_cast<std::uint8_t>(c);
-    else {
-      b[2 * j] = static_cast<std::uint8_t>(c & 0xffu);
-      b[2 * j + 1] = static_cast<std::uint8_t>(c >> 8);
-    }
-  }
+  if constexpr (bits == 4)
+    for (int i = 0; i < nbytes; ++i) b[i] = static_cast<std::uint8_t>((c[2 * i] & 0xfu) | (c[2 * i + 1] & 0xfu) << 4);
+  else if constexpr (bits == 8)
+    for (int i = 0; i < nbytes; ++i) b[i] = static_cast<std::uint8_t>(c[i]);
+  else
+    for (int i = 0; i < nbytes; ++i) b[i] = static_cast<std::uint8_t>(c[i / 2] >> (8 * (i & 1)));
   std::byte* dst = out.codes + r * l.code_row_bytes + c0 * bits / 8;
   int written = (n * bits + 7) / 8;
   if (c0 + n == l.cols) written = static_cast<int>(l.code_row_bytes - c0 * bits / 8);  // row padding: zeros
@@ -170,15 +171,18 @@ PQ_HD void dequantize_segment(const packed_layout& l, const packed_ptrs& in, ind
                               float (&y)[N]) {
   constexpr int bits = F::element::bits;
   const std::byte* src = in.codes + r * l.code_row_bytes + c0 * bits / 8;
-  for (int j = 0; j < N; ++j) {
-    std::uint32_t c = 0;
-    if (j < n) {
-      if constexpr (bits == 4) c = (static_cast<std::uint32_t>(src[j / 2]) >> (4 * (j & 1))) & 0xfu;
-      else if constexpr (bits == 8) c = static_cast<std::uint32_t>(src[j]);
-      else c = static_cast<std::uint32_t>(src[2 * j]) | static_cast<std::uint32_t>(src[2 * j + 1]) << 8;
-    }
-    y[j] = F::dequantize(c, p);
+  const auto code = [&](int j) -> std::uint32_t {
+    if constexpr (bits == 4) return (static_cast<std::uint32_t>(src[j / 2]) >> (4 * (j & 1))) & 0xfu;
+    else if constexpr (bits == 8) return static_cast<std::uint32_t>(src[j]);
+    else return static_cast<std::uint32_t>(src[2 * j]) | static_cast<std::uint32_t>(src[2 * j + 1]) << 8;
+  };
+  std::uint32_t c[N];
+  if (n == N) {  // the common case, free of conditions (vectorisable)
+    for (int j = 0; j < N; ++j) c[j] = code(j);
+  } else {
+    for (int j = 0; j < N; ++j) c[j] = j < n ? code(j) : 0u;
   }
+  for (int j = 0; j < N; ++j) y[j] = F::dequantize(c[j], p);
 }
 
 // Segments: the unit of work of one thread (one host-loop step). Segment s of a [rows, cols] Linear with N
