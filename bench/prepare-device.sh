@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/prepare-device.sh [BUILD_DIR]: builds, on this machine, what bench/device-check.sh runs on a lent GPU
-# machine, and puts it in .device/ at the repository root (ignored through .git/info/exclude, so only the
-# `run` call's carry list sends it): the CUDA suites, the pq driver and cuda_rows built for sm_90a (H100/H200)
+# machine, and puts it in .device/ at the repository root (ignored by .gitignore, so only the `run` call's
+# carry list sends it): the CUDA suites, the pq driver and cuda_rows built for sm_90a (H100/H200)
 # with the static CUDA runtime and no -march=native, the driver's non-system shared libraries, the model
 # shards the suites read, and the headers a fallback build on the device needs (doctest, nlohmann/json).
 # Needs nvcc (CUDA 13) on the PATH or at /usr/local/cuda. About 10 minutes on 2 busy cores (ccache helps).
@@ -10,7 +10,6 @@ root=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
 build=${1:-$root/../build-device}
 export PATH=/usr/local/cuda/bin:$PATH
 cd "$root"
-grep -qx '/.device/' .git/info/exclude 2>/dev/null || echo '/.device/' >> "$(git rev-parse --git-path info/exclude)"
 
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPQ_NATIVE=OFF -DPQ_BUILD_BENCH=ON \
   -DCMAKE_CUDA_ARCHITECTURES=90a-real -DPQ_CUDA_STATIC_RUNTIME=ON \
