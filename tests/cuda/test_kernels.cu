@@ -187,6 +187,7 @@ TEST_CASE("device buffers release their memory when a launch throws") {
     }
   }
   s.synchronize();
+  pqc::check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");  // the earlier cases' frees, on their streams
   cudaMemPool_t pool;
   int dev = 0;
   pqc::check(cudaGetDevice(&dev), "cudaGetDevice");

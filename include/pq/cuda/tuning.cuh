@@ -12,7 +12,9 @@ namespace pq::cuda {
 // - 16 elements per thread: 32 bytes of bf16, two 16-byte loads, in flight together; a segment lies inside
 //   one group for every group size (16, 32, 128), so NVFP4 reduces its range in-thread, MX formats over
 //   2 lanes and INT4_G128 over 8, with shuffles;
-// - 256 threads: 8 warps, 8 blocks per multiprocessor at <= 32 registers per thread.
+// - 256 threads: 8 warps. ptxas (CUDA 13.0, sm_90a, bf16 in) gives the quantize kernels 72 (NVFP4), 58
+//   (MXFP8_E4M3) and 56 (INT4_G128) registers and no spills: 3 blocks, 768 threads, 24 KiB of loads in
+//   flight per multiprocessor, about what 4.3 TB/s at ~600 ns of latency needs (Little's law: ~20 KiB).
 template <Format F>
 struct quantize_policy {
   static constexpr int items = 16;
