@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
+#include "cmd_bench.hpp"
 #include "cmd_demo.hpp"
 #include "cmd_eval.hpp"
 #include "cmd_export.hpp"
@@ -25,6 +26,7 @@ int main(int argc, char** argv) {
   pq::cli::add_eval_commands(app);
   pq::cli::add_export_commands(app);
   pq::cli::add_text_commands(app);
+  pq::cli::add_bench_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,6 +1,7 @@
 // Element and scale codecs against the values the spec and the OCP MX specification give.
 #include <doctest/doctest.h>
 
+#include <bit>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -10,6 +11,9 @@
 #include <pq/core/bf16.hpp>
 #include <pq/core/integer.hpp>
 #include <pq/core/minifloat.hpp>
+
+#include "codec_sample.hpp"
+#include "reference_codecs.hpp"
 
 using namespace pq;
 
@@ -184,4 +188,41 @@ TEST_CASE("round_half_even matches rint in the default rounding mode") {
     if (i % 3 == 0) x = std::round(x * 2) / 2;  // exact halves
     CHECK(round_half_even(x) == std::nearbyint(x));
   }
+}
+
+// The branch-free encoders against the definition written with branches (tests/core/reference_codecs.hpp),
+// compared as bits over a dense structured sample of every input class (codec_sample.hpp: codes,
+// midpoints and their neighbours, ±0, subnormals, ±max and beyond, ±inf, NaNs, a stride over all 2^32
+// patterns). bench/exhaustive_codecs.cpp runs the same comparison over all 2^32 floats, by hand.
+TEST_CASE_TEMPLATE("branch-free encode equals the definition, bit for bit", C, e2m1, e2m3, e3m2, e4m3, e5m2, ue4m3,
+                   ue8m0) {
+  const auto x = pq::test::codec_sample<C>();
+  std::size_t mismatches = 0;
+  for (float v : x)
+    if (C::encode(v) != pq::reference::encode<C>(v)) {
+      if (++mismatches < 8) CHECK(C::encode(v) == pq::reference::encode<C>(v));
+    }
+  CHECK(mismatches == 0);
+  CHECK(x.size() > 1000000);
+  for (std::uint32_t c = 0; c < 2 * C::code_count; ++c) {  // decode, every code (and bits above the code ignored)
+    CAPTURE(c);
+    CHECK(std::bit_cast<std::uint32_t>(C::decode(c)) == std::bit_cast<std::uint32_t>(pq::reference::decode<C>(c)));
+  }
+}
+
+TEST_CASE_TEMPLATE("branch-free integer encode equals clamp + round_half_even", I, int4, int8) {
+  const auto x = pq::test::codec_sample<e5m2>();
+  std::size_t mismatches = 0;
+  for (float v : x)
+    for (float s : {1.0f, 0.25f, 0.01f}) {
+      const float y = v * s;
+      mismatches += I::encode(y) != pq::reference::encode_int<I>(y);
+    }
+  for (int k = -2 * I::offset; k <= 2 * static_cast<int>(I::offset); ++k) {  // every half-integer in range
+    const float y = 0.5f * static_cast<float>(k);
+    mismatches += I::encode(y) != pq::reference::encode_int<I>(y);
+    mismatches += I::encode(std::nextafter(y, 1e9f)) != pq::reference::encode_int<I>(std::nextafter(y, 1e9f));
+    mismatches += I::encode(std::nextafter(y, -1e9f)) != pq::reference::encode_int<I>(std::nextafter(y, -1e9f));
+  }
+  CHECK(mismatches == 0);
 }

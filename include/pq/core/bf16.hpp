@@ -16,9 +16,9 @@ struct bf16 {
   // RNE on bit 16, as torch's float -> bfloat16; NaN stays a (quiet) NaN, overflow gives infinity.
   PQ_HD static constexpr std::uint32_t encode(float x) {
     const std::uint32_t u = float_bits(x);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return ((u >> 16) | 0x40u) & 0xffffu;
     const std::uint32_t rounding = 0x7fffu + ((u >> 16) & 1u);
-    return ((u + rounding) >> 16) & 0xffffu;
+    const std::uint32_t rounded = ((u + rounding) >> 16) & 0xffffu;
+    return (u & 0x7fffffffu) > 0x7f800000u ? ((u >> 16) | 0x40u) & 0xffffu : rounded;
   }
   PQ_HD static constexpr float decode(std::uint32_t code) { return bits_float((code & 0xffffu) << 16); }
   PQ_HD static constexpr float round(float x) { return decode(encode(x)); }

@@ -3,6 +3,7 @@
 #pragma once
 #include <bit>
 #include <cstdint>
+#include <type_traits>
 
 #include <pq/config.hpp>
 
@@ -16,6 +17,15 @@ PQ_HD constexpr bool is_finite(float x) { return (float_bits(x) & 0x7f800000u) !
 PQ_HD constexpr float abs_f(float x) { return bits_float(float_bits(x) & 0x7fffffffu); }
 PQ_HD constexpr float quiet_nan() { return bits_float(0x7fc00000u); }
 PQ_HD constexpr float infinity() { return bits_float(0x7f800000u); }
+
+// a + b rounded to nearest even, never fused with a neighbouring multiply and never flushed to zero by
+// fast-math device flags: the branch-free codecs take their rounding from this one addition.
+PQ_HD constexpr float add_rn(float a, float b) {
+#if PQ_DEVICE_CODE()
+  if (!std::is_constant_evaluated()) return __fadd_rn(a, b);
+#endif
+  return a + b;
+}
 
 // 2^k exactly, for every k whose power of two is a float (subnormals included, -149 <= k <= 127).
 PQ_HD constexpr float pow2(int k) {

@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include <pq/config.hpp>
+#include <pq/core/bits.hpp>
 #include <pq/core/dtype.hpp>
 #include <pq/error.hpp>
 
@@ -158,6 +159,49 @@ PQ_HD constexpr float max_abs(float lo, float hi) {
   const float a = lo < 0.0f ? -lo : lo;
   const float b = hi < 0.0f ? -hi : hi;
   return a > b ? a : b;
+}
+
+// Group range: smallest and largest value, the values std::minmax_element finds (where a group holds both
+// -0 and +0 the sign of a zero end may differ, and no scale rule tells -0 from +0).
+struct value_range {
+  float lo, hi;
+};
+PQ_HD constexpr value_range merge(value_range a, value_range b) {  // a's elements precede b's
+  return {b.lo < a.lo ? b.lo : a.lo, b.hi < a.hi ? a.hi : b.hi};
+}
+// Floats ordered as signed integers (-0 just below +0): integer min/max need no branch and vectorise,
+// where float comparisons that must respect signed zeros and NaN become unpredictable jumps.
+PQ_HD constexpr std::int32_t order_key(float x) {
+  const std::uint32_t u = float_bits(x);
+  return static_cast<std::int32_t>(u ^ ((0u - (u >> 31)) & 0x7fffffffu));
+}
+PQ_HD constexpr float from_order_key(std::int32_t k) {
+  const std::uint32_t u = static_cast<std::uint32_t>(k);
+  return bits_float(u ^ ((0u - (u >> 31)) & 0x7fffffffu));
+}
+PQ_HD constexpr value_range range_of(const float* v, index_t n) {
+  constexpr int L = 8;  // independent lanes (a vector's worth), folded at the end: no serial min/max chain
+  std::int32_t lo[L], hi[L];
+  for (int k = 0; k < L; ++k) lo[k] = hi[k] = order_key(v[0]);
+  const index_t blocks = n / L;
+  for (index_t b = 0; b < blocks; ++b)
+    for (int k = 0; k < L; ++k) {
+      const std::int32_t x = order_key(v[b * L + k]);
+      lo[k] = x < lo[k] ? x : lo[k];
+      hi[k] = x > hi[k] ? x : hi[k];
+    }
+  const index_t rem = n - blocks * L;
+  for (int k = 0; k < L; ++k)
+    if (k < rem) {
+      const std::int32_t x = order_key(v[blocks * L + k]);
+      lo[k] = x < lo[k] ? x : lo[k];
+      hi[k] = x > hi[k] ? x : hi[k];
+    }
+  for (int k = 1; k < L; ++k) {
+    lo[0] = lo[k] < lo[0] ? lo[k] : lo[0];
+    hi[0] = hi[k] > hi[0] ? hi[k] : hi[0];
+  }
+  return {from_order_key(lo[0]), from_order_key(hi[0])};
 }
 
 }  // namespace pq

@@ -26,9 +26,8 @@ inline float weight_amax(std::span<const float> w, std::string_view what = "matr
 template <Format F>
 qparams group_params_of(std::span<const float> w, index_t cols, index_t r, index_t g, float tensor_scale) {
   const index_t gw = group_width<F>(cols);
-  const float* x = w.data() + r * cols + g * gw;
-  const auto [lo, hi] = std::minmax_element(x, x + gw);
-  return F::group_params(*lo, *hi, tensor_scale);
+  const value_range vr = range_of(w.data() + r * cols + g * gw, gw);  // branch-free std::minmax_element
+  return F::group_params(vr.lo, vr.hi, tensor_scale);
 }
 
 // RTN of a row-major [rows, cols] matrix. `tensor_scale` is F::tensor_scale of the decision unit's amax

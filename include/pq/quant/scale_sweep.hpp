@@ -3,11 +3,13 @@
 // keep the incoming rounding when it is at least as good.
 #pragma once
 #include <algorithm>
+#include <limits>
 #include <span>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include <pq/core/widen.hpp>
 #include <pq/formats/format.hpp>
 #include <pq/formats/quantized.hpp>
 #include <pq/quant/error.hpp>
@@ -22,7 +24,7 @@ struct sweep_options {
 };
 
 // α of candidate k.
-inline float sweep_alpha(const sweep_options& o, int k) {
+PQ_HD constexpr float sweep_alpha(const sweep_options& o, int k) {
   return o.candidates <= 1 ? 1.0f : o.lo + (o.hi - o.lo) * static_cast<float>(k) / static_cast<float>(o.candidates - 1);
 }
 
@@ -51,11 +53,13 @@ double round_group(const float* w, const double* d, qparams p, index_t n, typena
 }
 
 // Σ_j d_j (x_j − ŵ_j)² of n elements rounded at p, or some value >= bound as soon as the sum reaches it.
-template <Format F>
-double group_error_below(const float* x, const double* d, qparams p, index_t n, double bound) {
+// X: float, or a stored weight type (widened exactly).
+template <Format F, class X>
+PQ_HD double group_error_below(const X* x, const double* d, qparams p, index_t n, double bound) {
   double e = 0.0;
   for (index_t j = 0; j < n && e < bound; ++j) {
-    const double r = static_cast<double>(x[j]) - static_cast<double>(F::dequantize(F::quantize(x[j], p), p));
+    const float xj = to_float(x[j]);
+    const double r = static_cast<double>(xj) - static_cast<double>(F::dequantize(F::quantize(xj, p), p));
     e += d[j] * r * r;
   }
   return e;
@@ -64,16 +68,17 @@ double group_error_below(const float* x, const double* d, qparams p, index_t n, 
 // The best of the candidates F::group_params(α·lo, α·hi, tensor_scale) for the n values x with weights d,
 // [lo, hi] being their range, against an incumbent (params, error): a candidate wins only when its error
 // Σ_j d_j (x_j − ŵ_j)² is strictly lower. Neighbouring α that encode to the same scale are evaluated once.
-template <Format F>
-std::pair<qparams, double> sweep_group(const float* x, const double* d, index_t n, float tensor_scale,
-                                       const sweep_options& opt, qparams incumbent, double incumbent_error) {
-  const auto [lo, hi] = std::minmax_element(x, x + n);
+template <Format F, class X>
+PQ_HD std::pair<qparams, double> sweep_group(const X* x, const double* d, index_t n, float tensor_scale,
+                                             const sweep_options& opt, qparams incumbent, double incumbent_error) {
+  value_range vr{to_float(x[0]), to_float(x[0])};
+  for (index_t j = 1; j < n; ++j) vr = merge(vr, {to_float(x[j]), to_float(x[j])});
   qparams best = incumbent, last{};
   double best_err = incumbent_error;
   bool have_last = false;
   for (int k = 0; k < opt.candidates; ++k) {
     const float a = sweep_alpha(opt, k);
-    const qparams c = F::group_params(a * *lo, a * *hi, tensor_scale);
+    const qparams c = F::group_params(a * vr.lo, a * vr.hi, tensor_scale);
     if (have_last && c == last) continue;
     last = c;
     have_last = true;
@@ -84,6 +89,18 @@ std::pair<qparams, double> sweep_group(const float* x, const double* d, index_t 
     }
   }
   return {best, best_err};
+}
+
+// RTN's parameters for the group, then the sweep against them: what scale_sweep does to an RTN rounding,
+// for one group (the sweep kernel's unit of work). Returns the parameters the group is stored with.
+template <Format F, class X>
+PQ_HD qparams sweep_rtn_group(const X* x, const double* d, index_t n, float tensor_scale, const sweep_options& opt) {
+  value_range vr{to_float(x[0]), to_float(x[0])};
+  for (index_t j = 1; j < n; ++j) vr = merge(vr, {to_float(x[j]), to_float(x[j])});
+  const qparams rtn = F::group_params(vr.lo, vr.hi, tensor_scale);
+  const double incumbent = group_error_below<F>(x, d, rtn, n, std::numeric_limits<double>::infinity());
+  const auto best = sweep_group<F>(x, d, n, tensor_scale, opt, rtn, incumbent);
+  return best.second < incumbent ? best.first : rtn;
 }
 
 // Improves `q` (the rounding of row-major `w` [q.rows, q.cols], e.g. RTN's) group by group with

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# bench/prepare-device.sh [BUILD_DIR]: builds, on this machine, what bench/device-check.sh runs on a lent GPU
+# machine, and puts it in .device/ at the repository root (ignored by .gitignore, so only the `run` call's
+# carry list sends it): the CUDA suites, the pq driver and cuda_rows built for sm_90a (H100/H200)
+# with the static CUDA runtime and no -march=native, the driver's non-system shared libraries, the model
+# shards the suites read, and the headers a fallback build on the device needs (doctest, nlohmann/json).
+# Needs nvcc (CUDA 13) on the PATH or at /usr/local/cuda. About 10 minutes on 2 busy cores (ccache helps).
+set -euo pipefail
+root=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
+build=${1:-$root/../build-device}
+export PATH=/usr/local/cuda/bin:$PATH
+cd "$root"
+
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPQ_NATIVE=OFF -DPQ_BUILD_BENCH=ON \
+  -DCMAKE_CUDA_ARCHITECTURES=90a-real -DPQ_CUDA_STATIC_RUNTIME=ON \
+  -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache >/dev/null
+ninja -C "$build" -j2 cuda_test_codecs cuda_test_kernels pq_driver cuda_rows
+
+rm -rf .device && mkdir -p .device/bin .device/lib .device/include .device/models
+cp "$build"/tests/cuda/cuda_test_codecs "$build"/tests/cuda/cuda_test_kernels "$build"/bin/pq "$build"/bin/cuda_rows .device/bin/
+strip .device/bin/*
+# Shared libraries outside glibc/libstdc++ that the driver links (fmt, PCRE2): the device image may lack them.
+ldd .device/bin/pq | awk '/=> \// {print $3}' | grep -Ev '/(libc|libm|libstdc\+\+|libgcc_s|libpthread|libdl|librt|ld-linux)[.-]' \
+  | xargs -r -I{} cp -L {} .device/lib/
+cp -r /usr/include/doctest /usr/include/nlohmann .device/include/
+models=$root/../shared/models
+for m in tiny-llama-code tiny-qwen2moe-code; do
+  mkdir -p .device/models/$m
+  cp "$models/$m/model-00001-of-00002.safetensors" .device/models/$m/
+done
+git rev-parse HEAD > .device/commit
+du -sh .device
+echo "ready: call run with command 'bash bench/device-check.sh' and carry ['.device'] (bench/README.md)"

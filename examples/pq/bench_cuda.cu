@@ -1,0 +1,6 @@
+// The CUDA rows of `pq bench`: the only CUDA translation unit of the driver, built where nvcc is.
+#include <pq/bench/cuda.cuh>
+
+namespace pq::bench {
+std::vector<row> run_cuda(const options& o) { return run_cuda_rows(o); }
+}  // namespace pq::bench
