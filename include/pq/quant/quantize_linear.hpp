@@ -77,6 +77,19 @@ struct linear_result {
   float damping = 0.0f;            // the GPTQ damping used (GPTQ paths)
 };
 
+// Where a Linear is rounded. The host is the reference, always available. The device backend is defined by
+// pq/cuda/quantize_linear.cuh (pq::cuda_linalg); a program compiles that header in one CUDA translation unit and
+// calls pq::cuda::install_quantize_linear<Formats>() once, which fills device_quantize_linear<F> for each of
+// them (a user's format included). Without that, asking for backend::cuda is an error naming the format.
+enum class backend : std::uint8_t { host, cuda };
+
+inline std::string_view backend_name(backend b) { return b == backend::host ? "host" : "cuda"; }
+
+template <Format F>
+using quantize_linear_fn = linear_result<F> (*)(const linear_input&, const quant_options&);
+template <Format F>
+inline quantize_linear_fn<F> device_quantize_linear = nullptr;
+
 namespace detail {
 inline void check_linear(const linear_input& in) {
   const std::string name(in.name);
@@ -100,6 +113,17 @@ inline void check_linear(const linear_input& in) {
     throw quant_error(name + ": the decision unit's amax is not a finite non-negative number");
 }
 
+// check_linear, the format's shape check, and the Linear's tensor scale (the unit's amax, or its own).
+template <Format F>
+float checked_tensor_scale(const linear_input& in) {
+  check_linear(in);
+  if (!accepts<F>(in.rows, in.cols))
+    throw quant_error(std::string(in.name) + ": " + std::string(F::name) + " does not accept a " +
+                      std::to_string(in.rows) + "x" + std::to_string(in.cols) +
+                      " weight (columns must be a multiple of " + std::to_string(F::column_multiple) + ")");
+  return F::tensor_scale(in.unit_amax ? *in.unit_amax : weight_amax(in.weight, in.name));
+}
+
 inline std::vector<float> damping_grid(const quant_options& o) {
   if (o.damping_candidates <= 1) return {o.damping};
   std::vector<float> d;
@@ -111,15 +135,19 @@ inline std::vector<float> damping_grid(const quant_options& o) {
 
 // Rounds one Linear with F. Every path starts from RTN and keeps a later result only when its calibration
 // output error is strictly lower, so the shipped rounding is never worse than RTN on the calibration data.
-// `cache` shares GPTQ factors between the formats of one Linear (pass the same cache for all of them).
+// `cache` shares GPTQ factors between the formats of one Linear (pass the same cache for all of them; the
+// host backend's). `where` picks the backend (see `backend`); both apply the same improve-or-keep rule.
 template <Format F>
-linear_result<F> quantize_linear(const linear_input& in, const quant_options& opt, gptq_factor_cache* cache = nullptr) {
-  detail::check_linear(in);
-  if (!accepts<F>(in.rows, in.cols))
-    throw quant_error(std::string(in.name) + ": " + std::string(F::name) + " does not accept a " +
-                      std::to_string(in.rows) + "x" + std::to_string(in.cols) +
-                      " weight (columns must be a multiple of " + std::to_string(F::column_multiple) + ")");
-  const float tensor_scale = F::tensor_scale(in.unit_amax ? *in.unit_amax : weight_amax(in.weight, in.name));
+linear_result<F> quantize_linear(const linear_input& in, const quant_options& opt, gptq_factor_cache* cache = nullptr,
+                                 backend where = backend::host) {
+  if (where == backend::cuda) {
+    if (!device_quantize_linear<F>)
+      throw quant_error(std::string(in.name) + ": the cuda backend was asked for, but this program has no device " +
+                        "rounding for " + std::string(F::name) + " (pq::cuda::install_quantize_linear, " +
+                        "pq/cuda/quantize_linear.cuh)");
+    return device_quantize_linear<F>(in, opt);
+  }
+  const float tensor_scale = detail::checked_tensor_scale<F>(in);
   const cost_hessian calib(*in.stats);
   auto error_of = [&](const std::vector<float>& deq, const cost_hessian& h) {
     return output_error(in.weight, deq, in.rows, in.cols, h, opt.threads);
