@@ -11,6 +11,7 @@
 #include <pq/quant/cost.hpp>
 #include <pq/quant/gptq.hpp>
 #include <pq/quant/gptq_blocks.hpp>
+#include <pq/quant/quantize_linear.hpp>
 
 #include "real_layer0.hpp"
 #include "synthetic.hpp"
@@ -99,4 +100,15 @@ TEST_CASE_TEMPLATE("the device's blocked GPTQ on real layers of tiny-llama-code"
     const double e_got = pq::output_error(l.w, pq::dequantize(got), l.rows, l.cols, h, 2);
     CHECK(std::abs(e_got - e_ref) <= 0.005 * e_ref);
   }
+}
+
+TEST_CASE("quantize_linear: the cuda backend without an installed device rounding is an error naming the format") {
+  constexpr index_t rows = 4, cols = 64;
+  const auto w = pq::test::weights(rows, cols, 3);
+  const auto s = blocks_stats(cols, 4, false);
+  const pq::linear_input in{"model.layers.0.mlp.up_proj", w, rows, cols, &s, std::nullopt};
+  REQUIRE(pq::device_quantize_linear<pq::MXFP4> == nullptr);  // a host-only program installs none
+  CHECK_THROWS_WITH_AS(pq::quantize_linear<pq::MXFP4>(in, {}, nullptr, pq::backend::cuda),
+                       doctest::Contains("MXFP4"), pq::quant_error);
+  CHECK_NOTHROW(pq::quantize_linear<pq::MXFP4>(in, {}, nullptr, pq::backend::host));
 }

@@ -1,0 +1,50 @@
+// bench/gptq_rows.cu: `pq bench --algo gptq` without the driver: the GPTQ, statistics and cost rows of
+// pq/bench/gptq.cuh, printed and written as JSON. Needs pq's headers, Eigen, nlohmann/json, cuBLAS/cuSOLVER:
+//   gptq_rows [--formats A,B] [--repeats N] [--host 0|1] [--experts N] [--threads N] [--json FILE]
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include <pq/bench/gptq.cuh>
+
+namespace pq::bench {
+std::vector<gptq_row> run_gptq_cuda(const gptq_options& o) { return run_gptq_rows(o); }
+}  // namespace pq::bench
+
+int main(int argc, char** argv) {
+  try {
+    pq::bench::gptq_options o;
+    std::string json;
+    for (int i = 1; i + 1 < argc; i += 2) {
+      const std::string k = argv[i], v = argv[i + 1];
+      if (k == "--formats") {
+        o.formats.clear();
+        for (std::size_t a = 0; a < v.size();) {
+          const std::size_t b = std::min(v.find(',', a), v.size());
+          if (b > a) o.formats.push_back(v.substr(a, b - a));
+          a = b + 1;
+        }
+      } else if (k == "--repeats") {
+        o.repeats = std::stoi(v);
+      } else if (k == "--host") {
+        o.host = v != "0";
+      } else if (k == "--experts") {
+        o.experts = std::stoi(v);
+      } else if (k == "--threads") {
+        o.threads = std::stoi(v);
+      } else if (k == "--json") {
+        json = v;
+      } else {
+        std::fprintf(stderr, "gptq_rows: unknown option %s\n", k.c_str());
+        return 2;
+      }
+    }
+    const auto rows = pq::bench::run_gptq_cuda(o);
+    std::printf("%s", pq::bench::gptq_table(rows).c_str());
+    if (!json.empty()) std::ofstream(json) << pq::bench::gptq_json(rows).dump(2) << "\n";
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gptq_rows: error: %s\n", e.what());
+    return 1;
+  }
+}
