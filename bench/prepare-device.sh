@@ -13,21 +13,30 @@ cd "$root"
 
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPQ_NATIVE=OFF -DPQ_BUILD_BENCH=ON \
   -DCMAKE_CUDA_ARCHITECTURES=90a-real -DPQ_CUDA_STATIC_RUNTIME=ON \
-  -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache >/dev/null
-ninja -C "$build" -j2 cuda_test_codecs cuda_test_kernels pq_driver cuda_rows
+  $(command -v ccache >/dev/null && echo -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache) \
+  >/dev/null
+ninja -C "$build" -j2 cuda_test_codecs cuda_test_kernels cuda_test_gptq cuda_rows gptq_rows
 
 rm -rf .device && mkdir -p .device/bin .device/lib .device/include .device/models
-cp "$build"/tests/cuda/cuda_test_codecs "$build"/tests/cuda/cuda_test_kernels "$build"/bin/pq "$build"/bin/cuda_rows .device/bin/
+# The driver stays behind (the carry limit is 64 MiB): device-check.sh benchmarks with cuda_rows and gptq_rows,
+# the same rows from the same code.
+cp "$build"/tests/cuda/cuda_test_codecs "$build"/tests/cuda/cuda_test_kernels "$build"/tests/cuda/cuda_test_gptq \
+  "$build"/bin/cuda_rows "$build"/bin/gptq_rows .device/bin/
 strip .device/bin/*
-# Shared libraries outside glibc/libstdc++ that the driver links (fmt, PCRE2): the device image may lack them.
-ldd .device/bin/pq | awk '/=> \// {print $3}' | grep -Ev '/(libc|libm|libstdc\+\+|libgcc_s|libpthread|libdl|librt|ld-linux)[.-]' \
+# Shared libraries outside glibc/libstdc++ and the CUDA toolkit (cuBLAS, cuSOLVER: hundreds of MiB, and on the
+# device machine) that the programs link: the device image may lack them.
+ldd .device/bin/* | awk '/=> \// {print $3}' | sort -u \
+  | grep -Ev '/(libc|libm|libstdc\+\+|libgcc_s|libpthread|libdl|librt|ld-linux|libcu|libnvJitLink)[.-]' \
   | xargs -r -I{} cp -L {} .device/lib/
-cp -r /usr/include/doctest /usr/include/nlohmann .device/include/
+cp -r /usr/include/doctest /usr/include/nlohmann /usr/include/eigen3 .device/include/
 models=$root/../shared/models
 for m in tiny-llama-code tiny-qwen2moe-code; do
   mkdir -p .device/models/$m
   cp "$models/$m/model-00001-of-00002.safetensors" .device/models/$m/
 done
+# The GPTQ suite's real layers (tests/quant/real_layer0.hpp) read both shards and the calibration tokens.
+cp "$models/tiny-llama-code/model-00002-of-00002.safetensors" "$models/tiny-llama-code/tokens.safetensors" \
+  .device/models/tiny-llama-code/
 git rev-parse HEAD > .device/commit
 du -sh .device
 echo "ready: call run with command 'bash bench/device-check.sh' and carry ['.device'] (bench/README.md)"

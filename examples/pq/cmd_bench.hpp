@@ -9,13 +9,14 @@
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
+#include <pq/bench/gptq.hpp>
 #include <pq/bench/host.hpp>
 
 namespace pq::cli {
 
 struct bench_request {
   std::string device;  // "", cpu or cuda; "" runs both (cuda where available)
-  std::string formats, shape, dtype = "bf16", json;
+  std::string formats, shape, dtype = "bf16", json, algo = "kernels";
   int repeats = 0, threads = 0, candidates = 32;
 };
 
@@ -25,6 +26,20 @@ inline void bench(const bench_request& r) {
     const std::size_t b = std::min(r.formats.find(',', a), r.formats.size());
     if (b > a) o.formats.push_back(r.formats.substr(a, b - a));
     a = b + 1;
+  }
+  if (r.algo == "gptq") {  // the GPTQ rows (pq/bench/gptq.hpp): device vs host in the same run
+    bench::gptq_options g;
+    if (!o.formats.empty()) g.formats = o.formats;
+    if (r.repeats > 0) g.repeats = r.repeats;
+    g.threads = r.threads;
+#if PQ_BENCH_CUDA
+    const auto rows = bench::run_gptq_cuda(g);
+    fmt::print("{}", bench::gptq_table(rows));
+    if (!r.json.empty()) std::ofstream(r.json) << bench::gptq_json(rows).dump(2) << "\n";
+    return;
+#else
+    throw quant_error("pq bench --algo gptq: this pq was built without CUDA");
+#endif
   }
   if (!r.shape.empty()) {
     const auto x = r.shape.find('x');
@@ -87,6 +102,8 @@ inline void add_bench_command(CLI::App& app) {
   cmd->add_option("--threads", r->threads, "CPU threads (0: all cores)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--candidates", r->candidates, "Scale-sweep candidates")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--json", r->json, "Also write the rows as JSON to FILE");
+  cmd->add_option("--algo", r->algo, "kernels | gptq (device GPTQ, statistics and costs vs the host)")
+      ->check(CLI::IsMember({"kernels", "gptq"}))->capture_default_str();
   cmd->callback([r] { bench(*r); });
 }
 
