@@ -20,61 +20,15 @@
 #include <pq/quant/cost.hpp>
 #include <pq/quant/gptq.hpp>
 
+#include "../../examples/nf3_format.hpp"
 #include "../quant/real_layer0.hpp"
 #include "../quant/synthetic.hpp"
 
 using namespace pq;
 namespace pqc = pq::cuda;
 
-namespace gptq_test {
-// The custom format of examples/custom_format.cpp (a 3-bit normal-float codebook, BF16 absmax per 64
-// columns), restated here as a user writes it: the device GPTQ must take it unchanged.
-struct nf3_test {
-  static constexpr std::string_view name = "NF3";
-  static constexpr int bits = 3;
-  static constexpr std::uint32_t code_count = 8;
-  PQ_HD static constexpr float level(std::uint32_t i) {
-    constexpr std::array<float, 8> levels{-1.0f, -0.5350f, -0.2469f, 0.0f, 0.1833f, 0.3819f, 0.6229f, 1.0f};
-    return levels[i & 7u];
-  }
-  PQ_HD static constexpr float decode(std::uint32_t code) { return level(code); }
-  PQ_HD static constexpr std::uint32_t encode(float y) {
-    std::uint32_t best = 0;
-    for (std::uint32_t i = 1; i < 8; ++i) {
-      const float d = y - level(i), b = y - level(best);
-      if (d * d < b * b || (d * d == b * b && (i & 1u) == 0u)) best = i;
-    }
-    return best;
-  }
-};
-struct NF3_G64_test {
-  static constexpr std::string_view name = "NF3_G64";
-  using element = nf3_test;
-  using scale_codec = bf16;
-  using code_type = std::uint8_t;
-  static constexpr index_t group_size = 64;
-  static constexpr index_t column_multiple = 64;
-  static constexpr bool has_tensor_scale = false;
-  static constexpr bool asymmetric = false;
-  PQ_HD static constexpr float tensor_scale(float) { return 1.0f; }
-  PQ_HD static constexpr qparams group_params(float lo, float hi, float) {
-    std::uint32_t code = bf16::encode(max_abs(lo, hi));
-    if (bf16::decode(code) == 0.0f) code = bf16::encode(0x1p-7f);
-    return {code, bf16::decode(code), 0};
-  }
-  PQ_HD static constexpr std::uint32_t quantize(float x, qparams p) { return element::encode(x / p.scale); }
-  PQ_HD static constexpr float dequantize(std::uint32_t c, qparams p) { return element::decode(c) * p.scale; }
-  static constexpr auto stored_tensors(index_t rows, index_t cols) {
-    return std::array<stored_tensor, 2>{{
-        {tensor_role::codes, "weight_packed", dtype::I32, {rows, (cols * 3 + 31) / 32}, 2},
-        {tensor_role::block_scale, "weight_scale", dtype::BF16, {rows, cols / 64}, 2},
-    }};
-  }
-  static constexpr std::optional<ct_scheme> scheme = std::nullopt;
-};
-static_assert(Format<NF3_G64_test>);
-}  // namespace gptq_test
-using gptq_test::NF3_G64_test;
+// The custom format of examples/ (a 3-bit normal-float codebook, BF16 absmax per 64 columns), as a user wrote it.
+using NF3_G64_test = NF3_G64;
 
 namespace {
 

@@ -107,6 +107,20 @@ class gptq_factor_cache {
 };
 
 namespace detail {
+// The checked arguments of a GPTQ run and its output, sized (both drivers: this header's and gptq_blocks.hpp's).
+template <Format F>
+quantized_matrix<F> gptq_output(std::span<const float> w, index_t rows, index_t cols, float tensor_scale,
+                                const gptq_factor& f) {
+  require_accepts<F>(rows, cols);
+  if (static_cast<index_t>(w.size()) != rows * cols || f.U.cols() != cols)
+    throw quant_error(std::string(F::name) + " GPTQ: weights or Hessian factor do not match " + std::to_string(rows) +
+                      "x" + std::to_string(cols));
+  quantized_matrix<F> q{rows, cols, {}, {}, F::has_tensor_scale ? tensor_scale : 1.0f};
+  q.codes.resize(static_cast<std::size_t>(rows * cols));
+  q.params.resize(static_cast<std::size_t>(rows * groups_per_row<F>(cols)));
+  return q;
+}
+
 // GPTQ of rows [r0, r1) of row-major w; writes their codes and parameters into q.
 template <Format F>
 void gptq_rows(std::span<const float> w, const gptq_factor& f, index_t block, const std::optional<sweep_options>& sweep,
@@ -188,13 +202,7 @@ template <Format F>
 quantized_matrix<F> quantize_gptq(std::span<const float> w, index_t rows, index_t cols, float tensor_scale,
                                   const gptq_factor& f, index_t block_size = 128, int threads = 0,
                                   const std::optional<sweep_options>& group_sweep = std::nullopt) {
-  require_accepts<F>(rows, cols);
-  if (static_cast<index_t>(w.size()) != rows * cols || f.U.cols() != cols)
-    throw quant_error(std::string(F::name) + " GPTQ: weights or Hessian factor do not match " + std::to_string(rows) +
-                      "x" + std::to_string(cols));
-  quantized_matrix<F> q{rows, cols, {}, {}, F::has_tensor_scale ? tensor_scale : 1.0f};
-  q.codes.resize(static_cast<std::size_t>(rows * cols));
-  q.params.resize(static_cast<std::size_t>(rows * groups_per_row<F>(cols)));
+  quantized_matrix<F> q = detail::gptq_output<F>(w, rows, cols, tensor_scale, f);
   const index_t block = std::clamp<index_t>(block_size, 1, cols);
   parallel_rows(rows, threads,
                 [&](index_t r0, index_t r1) { detail::gptq_rows<F>(w, f, block, group_sweep, r0, r1, q); });

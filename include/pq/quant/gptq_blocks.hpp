@@ -85,12 +85,8 @@ PQ_HD void gptq_row_block(const gptq_operands& op, index_t i1, index_t i2, float
       qparams p{};
       if constexpr (F::group_size == 0) {
         // The whole row is the group and its first column is the row's first: nothing is updated yet.
-        float lo = w_source[0], hi = w_source[0];
-        for (index_t j = 1; j < n; ++j) {
-          lo = w_source[j] < lo ? w_source[j] : lo;
-          hi = hi < w_source[j] ? w_source[j] : hi;
-        }
-        p = F::group_params(lo, hi, tensor_scale);
+        const value_range vr = range_of(w_source, n);
+        p = F::group_params(vr.lo, vr.hi, tensor_scale);
         if (sweep) {
           const double e = group_error_below<F>(w_source, op.saliency, p, n, std::numeric_limits<double>::infinity());
           p = sweep_group<F>(w_source, op.saliency, n, tensor_scale, *sweep, p, e).first;
@@ -107,12 +103,8 @@ PQ_HD void gptq_row_block(const gptq_operands& op, index_t i1, index_t i2, float
             x[j] = w_ahead[q] - pending;
           }
         }
-        float lo = x[0], hi = x[0];
-        for (index_t j = 1; j < gw; ++j) {
-          lo = x[j] < lo ? x[j] : lo;
-          hi = hi < x[j] ? x[j] : hi;
-        }
-        p = F::group_params(lo, hi, tensor_scale);
+        const value_range vr = range_of(x, gw);  // (only ±0 can differ from gptq_rows' min/max: same parameters)
+        p = F::group_params(vr.lo, vr.hi, tensor_scale);
         if (sweep) {
           const double* d = op.saliency + g * gw;
           const double e = group_error_below<F>(x, d, p, gw, std::numeric_limits<double>::infinity());
@@ -138,15 +130,9 @@ template <Format F>
 quantized_matrix<F> quantize_gptq_blocked(std::span<const float> w, index_t rows, index_t cols, float tensor_scale,
                                           const gptq_factor& f, index_t block_size = 128, int threads = 0,
                                           const std::optional<sweep_options>& group_sweep = std::nullopt) {
-  require_accepts<F>(rows, cols);
-  if (static_cast<index_t>(w.size()) != rows * cols || f.U.cols() != cols)
-    throw quant_error(std::string(F::name) + " GPTQ: weights or Hessian factor do not match " + std::to_string(rows) +
-                      "x" + std::to_string(cols));
+  quantized_matrix<F> q = detail::gptq_output<F>(w, rows, cols, tensor_scale, f);
   const index_t n = cols, gw = group_width<F>(n), gpr = groups_per_row<F>(n);
   const index_t block = std::clamp<index_t>(block_size, 1, n);
-  quantized_matrix<F> q{rows, cols, {}, {}, F::has_tensor_scale ? tensor_scale : 1.0f};
-  q.codes.resize(static_cast<std::size_t>(rows * cols));
-  q.params.resize(static_cast<std::size_t>(rows * gpr));
   using row_major = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   const row_major U = f.U;
   std::vector<float> diag(static_cast<std::size_t>(n));
