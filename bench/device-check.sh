@@ -61,8 +61,8 @@ if ! { "$bin/cuda_test_codecs" --list-test-cases && "$bin/cuda_test_gptq" --list
     examples/pq/bench_cuda.cu -lcublas -lcusolver -o "$bin/cuda_rows" &
   step build-gptq 300 nvcc "${flags[@]}" -I"$D/include/eigen3" -DEIGEN_NO_CUDA tests/cuda/main.cu tests/cuda/test_gptq.cu \
     -lcublas -lcusolver -o "$bin/cuda_test_gptq" &
-  step build-gptq-rows 300 nvcc "${flags[@]}" -I"$D/include/eigen3" -DEIGEN_NO_CUDA bench/gptq_rows.cu \
-    -lcublas -lcusolver -o "$bin/gptq_rows" &
+  step build-gptq-rows 300 nvcc "${flags[@]}" -I"$D/include/eigen3" -DEIGEN_NO_CUDA bench/gptq_rows.cpp \
+    examples/pq/bench_cuda.cu -lcublas -lcusolver -o "$bin/gptq_rows" &
   wait
 fi
 if "$bin/pq" --version >/dev/null 2>&1; then

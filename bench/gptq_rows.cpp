@@ -1,15 +1,16 @@
-// bench/gptq_rows.cu: `pq bench --algo gptq` without the driver: the GPTQ, statistics and cost rows of
-// pq/bench/gptq.cuh, printed and written as JSON. Needs pq's headers, Eigen, nlohmann/json, cuBLAS/cuSOLVER:
+// bench/gptq_rows.cpp: `pq bench --algo gptq` without the driver: the GPTQ, statistics and cost rows of
+// pq/bench/gptq.cuh (pq::bench::run_gptq_cuda, defined by the driver's one CUDA translation unit
+// examples/pq/bench_cuda.cu, linked in), printed and written as JSON. Needs pq's headers, Eigen,
+// nlohmann/json, nvcc and cuBLAS/cuSOLVER, so bench/device-check.sh can build it on the device:
+//   nvcc -std=c++20 --expt-relaxed-constexpr -DEIGEN_NO_CUDA -Iinclude bench/gptq_rows.cpp examples/pq/bench_cuda.cu \
+//     -lcublas -lcusolver
 //   gptq_rows [--formats A,B] [--repeats N] [--host 0|1] [--experts N] [--threads N] [--json FILE]
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <string>
 
-#include <pq/bench/gptq.cuh>
-
-namespace pq::bench {
-std::vector<gptq_row> run_gptq_cuda(const gptq_options& o) { return run_gptq_rows(o); }
-}  // namespace pq::bench
+#include <pq/bench/gptq.hpp>
 
 int main(int argc, char** argv) {
   try {
