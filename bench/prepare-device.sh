@@ -26,17 +26,26 @@ strip .device/bin/*
 # Shared libraries outside glibc/libstdc++ and the CUDA toolkit (cuBLAS, cuSOLVER: hundreds of MiB, and on the
 # device machine) that the programs link: the device image may lack them.
 ldd .device/bin/* | awk '/=> \// {print $3}' | sort -u \
-  | grep -Ev '/(libc|libm|libstdc\+\+|libgcc_s|libpthread|libdl|librt|ld-linux|libcu|libnvJitLink)[.-]' \
+  | grep -Ev '/(libc|libm|libstdc\+\+|libgcc_s|libpthread|libdl|librt|ld-linux|libcu[a-zA-Z]*|libnvJitLink)[.-]' \
   | xargs -r -I{} cp -L {} .device/lib/
-cp -r /usr/include/doctest /usr/include/nlohmann /usr/include/eigen3 .device/include/
+cp -r /usr/include/doctest /usr/include/nlohmann .device/include/
+mkdir -p .device/include/eigen3 && cp -r /usr/include/eigen3/Eigen .device/include/eigen3/  # not unsupported/ (3 MiB)
 models=$root/../shared/models
+# PQ_CHECK=kernels|gptq (as device-check.sh) carries only that part's model files; the carry limit is 64 MiB.
+check=${PQ_CHECK:-all}
 for m in tiny-llama-code tiny-qwen2moe-code; do
+  [ "$check" = gptq ] && [ $m = tiny-qwen2moe-code ] && continue
   mkdir -p .device/models/$m
   cp "$models/$m/model-00001-of-00002.safetensors" .device/models/$m/
 done
 # The GPTQ suite's real layers (tests/quant/real_layer0.hpp) read both shards and the calibration tokens.
-cp "$models/tiny-llama-code/model-00002-of-00002.safetensors" "$models/tiny-llama-code/tokens.safetensors" \
-  .device/models/tiny-llama-code/
+if [ "$check" != kernels ]; then
+  cp "$models/tiny-llama-code/model-00002-of-00002.safetensors" "$models/tiny-llama-code/tokens.safetensors" \
+    .device/models/tiny-llama-code/
+fi
 git rev-parse HEAD > .device/commit
 du -sh .device
+if [ "$(du -sb .device | cut -f1)" -gt 66060288 ]; then  # 63 MiB: the working tree travels in the same 64 MiB
+  echo "warning: .device is over 63 MiB; prepare one part (PQ_CHECK=kernels or PQ_CHECK=gptq)" >&2
+fi
 echo "ready: call run with command 'bash bench/device-check.sh' and carry ['.device'] (bench/README.md)"
