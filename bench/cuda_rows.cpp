@@ -18,11 +18,7 @@ int main(int argc, char** argv) {
     for (int i = 1; i + 1 < argc; i += 2) {
       const std::string k = argv[i], v = argv[i + 1];
       if (k == "--formats") {
-        for (std::size_t a = 0; a < v.size();) {
-          const std::size_t b = std::min(v.find(',', a), v.size());
-          if (b > a) o.formats.push_back(v.substr(a, b - a));
-          a = b + 1;
-        }
+        o.formats = pq::bench::comma_list(v);
       } else if (k == "--shape") {
         const auto x = v.find('x');
         o.rows = std::stoll(v.substr(0, x));

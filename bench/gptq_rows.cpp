@@ -10,6 +10,7 @@
 #include <fstream>
 #include <string>
 
+#include <pq/bench/bench.hpp>
 #include <pq/bench/gptq.hpp>
 
 int main(int argc, char** argv) {
@@ -19,12 +20,7 @@ int main(int argc, char** argv) {
     for (int i = 1; i + 1 < argc; i += 2) {
       const std::string k = argv[i], v = argv[i + 1];
       if (k == "--formats") {
-        o.formats.clear();
-        for (std::size_t a = 0; a < v.size();) {
-          const std::size_t b = std::min(v.find(',', a), v.size());
-          if (b > a) o.formats.push_back(v.substr(a, b - a));
-          a = b + 1;
-        }
+        o.formats = pq::bench::comma_list(v);
       } else if (k == "--repeats") {
         o.repeats = std::stoi(v);
       } else if (k == "--host") {

@@ -83,6 +83,17 @@ inline std::vector<std::string> selected_formats(const options& o) {
   return o.formats;
 }
 
+// "A,B,,C" -> {"A", "B", "C"}: the --formats list of the bench programs.
+inline std::vector<std::string> comma_list(std::string_view v) {
+  std::vector<std::string> out;
+  for (std::size_t a = 0; a < v.size();) {
+    const std::size_t b = std::min(v.find(',', a), v.size());
+    if (b > a) out.emplace_back(v.substr(a, b - a));
+    a = b + 1;
+  }
+  return out;
+}
+
 // Bytes of the stored tensors of F for one [rows, cols] Linear (the output of quantize+pack).
 template <Format F> double packed_bytes(index_t rows, index_t cols) { return static_cast<double>(stored_bytes<F>(rows, cols)); }
 
