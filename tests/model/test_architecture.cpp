@@ -18,7 +18,8 @@ nlohmann::json small_config(const std::string& model_type) {
   return {{"model_type", model_type}, {"hidden_size", 32}, {"intermediate_size", 48}, {"num_hidden_layers", 2},
           {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"vocab_size", 64}, {"num_experts", 3},
           {"num_experts_per_tok", 2}, {"moe_intermediate_size", 16}, {"shared_expert_intermediate_size", 24},
-          {"mlp_only_layers", {0}}};
+          {"mlp_only_layers", {0}}, {"linear_num_key_heads", 2}, {"linear_num_value_heads", 4},
+          {"linear_key_head_dim", 8}, {"linear_value_head_dim", 8}, {"layer_types", {"linear_attention", "full_attention"}}};
 }
 }  // namespace
 

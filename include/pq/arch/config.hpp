@@ -37,6 +37,16 @@ struct moe_config {
 // bf16-rounded frequencies; the reference logits of the test models need bf16 here.
 enum class rope_precision { fp32, bf16, fp16 };
 
+// The gated DeltaNet (linear attention) layers of the hybrid Qwen3-Next / Qwen3.5 decoders.
+struct deltanet_config {
+  int key_heads = 0, value_heads = 0;         // linear_num_key_heads, linear_num_value_heads
+  std::int64_t key_dim = 0, value_dim = 0;    // linear_key_head_dim, linear_value_head_dim (per head)
+  std::int64_t conv_kernel = 0;               // linear_conv_kernel_dim
+  std::vector<bool> layers;                   // per layer: a DeltaNet layer (layer_types "linear_attention")
+  bool is_layer(int l) const { return static_cast<std::size_t>(l) < layers.size() && layers[static_cast<std::size_t>(l)]; }
+  std::int64_t conv_channels() const { return 2 * key_heads * key_dim + value_heads * value_dim; }
+};
+
 struct forward_config {
   // Which tensors each layer has and which math runs them; set by parse_config (and by hand for
   // models built in memory). Every tensor name pq uses comes from here.
@@ -54,6 +64,11 @@ struct forward_config {
   bool tied_embeddings = false;
   bool qkv_bias = false;  // qwen2 q/k/v bias
   bool qk_norm = false;   // qwen3 per-head RMSNorm of q and k
+  std::int64_t rotary_dims = 0;      // leading dims of each head that rotate (partial_rotary_factor); 0: head_dim
+  bool attention_output_gate = false;  // q_proj also carries a per-head sigmoid gate of the attention output
+  bool norm_plus_one = false;  // RMSNorm gains stored as offsets from 1: the layer, q/k and final norms scale by 1 + w
+  deltanet_config deltanet;    // key_heads == 0: no DeltaNet layers
+  std::int64_t rotary() const { return rotary_dims > 0 ? rotary_dims : head_dim; }
   moe_config moe;         // num_experts == 0: dense
 
   bool is_moe_layer(int layer) const {

@@ -25,6 +25,8 @@ enum class role : std::uint8_t {
                 // named in the export's ignore list
   norm,         // an RMSNorm gain [rows]
   embedding,    // the token embedding [vocab, hidden]
+  parameter,    // another tensor the math reads and quantization never touches (conv1d, A_log, dt_bias): kept as
+                // stored, not a Linear, so not in the ignore list
 };
 
 // Where the forward math takes a tensor from (within its block's part, below).
@@ -34,10 +36,13 @@ enum class slot : std::uint8_t {
   q, k, v, o, q_norm, k_norm,  // attention
   gate, up, down,              // a SwiGLU MLP: dense, each routed expert, the shared expert
   router, shared_gate,         // MoE routing and the shared expert's sigmoid gate
+  qkv, z, b, a, out,           // a gated DeltaNet: in_proj_qkv (or in_proj_qkvz), in_proj_z, in_proj_b (or in_proj_ba),
+                               // in_proj_a, out_proj
+  conv, a_log, dt_bias, gated_norm,  // its depthwise causal conv1d [C, 1, K], decay parameters, per-head gated RMSNorm
 };
 
 // Which part of a layer a block's tensors belong to.
-enum class part : std::uint8_t { layer, attention, mlp, moe, experts, shared_expert };
+enum class part : std::uint8_t { layer, attention, mlp, moe, experts, shared_expert, deltanet };
 
 struct tensor_spec {
   std::string_view name;      // module path within its block; the tensor is `<name>.weight`
@@ -49,6 +54,8 @@ struct tensor_spec {
   condition bias = nullptr;   // a Linear that also has `<name>.bias` [rows] when this holds
   std::string_view fused{};   // a Linear: the module vLLM fuses it into with the siblings of its block that
                               // name the same one (q/k/v -> qkv_proj); they share one input. Empty: alone.
+  extent depth = nullptr;     // a third dimension (conv1d [C, 1, K]); nullptr: at most 2-D
+  bool bare = false;          // the tensor is `<name>` itself (A_log, dt_bias), not `<name>.weight`
 };
 
 // How the Linears of a block form decision units (one format, one NVFP4 global scale each).
@@ -67,7 +74,10 @@ struct block_spec {
 };
 
 // The forward math of a layer kind (pq/model/detail/layer.hpp implements each).
-enum class mixer : std::uint8_t { attention };
+enum class mixer : std::uint8_t {
+  attention,  // softmax attention (GQA; optional q/k norm, partial rotary, output gate: forward_config)
+  deltanet,   // the gated delta rule (Qwen3-Next, Qwen3.5)
+};
 enum class feed_forward : std::uint8_t { mlp, moe };
 
 struct layer_kind {
@@ -86,6 +96,7 @@ struct description {
   std::span<const tensor_spec> globals;    // full module paths (embeddings, final norm, lm_head)
   std::span<const layer_kind> kinds;
   int (*kind_of)(const forward_config&, int layer);  // index into kinds
+  std::string_view config_section{};  // config.json keeps the decoder's fields in this object ("text_config"); empty: top level
 };
 
 // ---- enumeration: the one walk over a description that every consumer uses ----
@@ -99,7 +110,7 @@ struct tensor_entry {
   int layer = -1;
   int expert = -1;                    // the copy of a per-expert block
   bool has_bias = false;              // also `<module>.bias` [shape[0]]
-  std::string weight() const { return module + ".weight"; }
+  std::string weight() const { return spec && spec->bare ? module : module + ".weight"; }
   std::string bias() const { return module + ".bias"; }
 };
 
@@ -123,6 +134,7 @@ inline tensor_entry entry(const forward_config& c, std::string module, const ten
                           int layer, int expert) {
   tensor_entry e{std::move(module), {t.rows(c)}, &t, b, layer, expert, t.bias != nullptr && t.bias(c)};
   if (t.cols) e.shape.push_back(t.cols(c));
+  if (t.depth) e.shape.push_back(t.depth(c));
   return e;
 }
 }  // namespace detail

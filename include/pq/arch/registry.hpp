@@ -11,11 +11,13 @@
 #include <pq/arch/qwen2.hpp>
 #include <pq/arch/qwen2_moe.hpp>
 #include <pq/arch/qwen3.hpp>
+#include <pq/arch/qwen3_5_moe.hpp>
 #include <pq/arch/qwen3_moe.hpp>
+#include <pq/arch/qwen3_next.hpp>
 
 namespace pq::arch {
 
-inline constexpr std::array all{&llama, &qwen2, &qwen3, &qwen2_moe, &qwen3_moe};
+inline constexpr std::array all{&llama, &qwen2, &qwen3, &qwen2_moe, &qwen3_moe, &qwen3_next, &qwen3_5_moe};
 
 // The description that reads config.json's `model_type`, or nullptr.
 inline const description* find(std::string_view model_type) {
@@ -33,17 +35,28 @@ inline std::string supported_model_types() {
   return list;
 }
 
-inline model_config parse_config(const nlohmann::json& j, std::string_view source) {
-  const config_reader r(j, std::string(source));
+inline model_config parse_config(const nlohmann::json& top, std::string_view source) {
+  const config_reader outer(top, std::string(source));
   model_config c;
-  c.model_type = r.str("model_type");
+  c.model_type = outer.str("model_type");
   forward_config& f = c.shape;
   f.architecture = find(c.model_type);
   if (!f.architecture)
-    r.fail("unsupported architecture '" + c.model_type + "' (supported: " + supported_model_types() + ")");
-  c.dtype = j.contains("torch_dtype") && j["torch_dtype"].is_string() ? j["torch_dtype"].get<std::string>()
-          : j.contains("dtype") && j["dtype"].is_string()             ? j["dtype"].get<std::string>()
-                                                                       : "float32";
+    outer.fail("unsupported architecture '" + c.model_type + "' (supported: " + supported_model_types() + ")");
+  // A multimodal checkpoint keeps the decoder's fields in a section (Qwen3.5: "text_config").
+  const std::string section(f.architecture->config_section);
+  const bool nested = !section.empty() && top.contains(section);
+  if (nested && !top[section].is_object()) outer.fail("\"" + section + "\" must be an object");
+  const nlohmann::json& j = nested ? top[section] : top;
+  const config_reader r(j, nested ? std::string(source) + ": " + section : std::string(source));
+  const auto dtype_of = [](const nlohmann::json& o) -> std::string {
+    return o.contains("torch_dtype") && o["torch_dtype"].is_string() ? o["torch_dtype"].get<std::string>()
+         : o.contains("dtype") && o["dtype"].is_string()             ? o["dtype"].get<std::string>()
+                                                                      : "";
+  };
+  c.dtype = dtype_of(top);
+  if (c.dtype.empty()) c.dtype = dtype_of(j);
+  if (c.dtype.empty()) c.dtype = "float32";
   f.hidden = r.integer("hidden_size");
   f.layers = r.count("num_hidden_layers");
   f.heads = r.count("num_attention_heads");
@@ -61,7 +74,7 @@ inline model_config parse_config(const nlohmann::json& j, std::string_view sourc
   f.rope_frequencies = c.dtype == "bfloat16" ? rope_precision::bf16
                      : c.dtype == "float16"  ? rope_precision::fp16
                                              : rope_precision::fp32;
-  f.tied_embeddings = r.boolean("tie_word_embeddings", false);
+  f.tied_embeddings = r.boolean("tie_word_embeddings", outer.boolean("tie_word_embeddings", false));
   f.architecture->read_config(r, f);
   if (f.hidden <= 0 || f.layers <= 0 || f.vocab <= 0 || f.head_dim <= 0)
     r.fail("hidden_size, num_hidden_layers, vocab_size and head_dim must be positive");

@@ -1,7 +1,8 @@
 // pq/model/decoder.hpp: incremental decoding with a KV cache, for generation (data-free calibration).
 // A batch of sequences advances one position per step in lockstep; each layer runs the same math as
 // the reference forward (detail/layer.hpp: attention_block and feed_forward_block), only the attention
-// reads the cached keys and values of the earlier positions instead of recomputing them.
+// reads the cached keys and values of the earlier positions instead of recomputing them, and a gated DeltaNet
+// layer continues each sequence's recurrent state (detail/deltanet.hpp: the same step function as the forward).
 #pragma once
 #include <pq/model/detail/layer.hpp>
 #include <pq/model/detail/parallel.hpp>
@@ -33,6 +34,9 @@ inline std::size_t layer_bytes(const layer_weights& w) {
   std::size_t b = sizeof(float) * static_cast<std::size_t>(w.input_norm.size() + w.post_norm.size() +
                                                            w.attn.q_norm.size() + w.attn.k_norm.size());
   for (const linear* l : {&w.attn.q, &w.attn.k, &w.attn.v, &w.attn.o}) b += linear_bytes(*l);
+  for (const linear* l : {&w.delta.qkv, &w.delta.z, &w.delta.b, &w.delta.a, &w.delta.out}) b += linear_bytes(*l);
+  b += sizeof(float) * static_cast<std::size_t>(w.delta.conv.size() + w.delta.a_log.size() + w.delta.dt_bias.size() +
+                                                w.delta.norm.size());
   if (const auto* d = std::get_if<mlp_weights>(&w.mlp)) return b + mlp_bytes(*d);
   const auto& m = std::get<moe_weights>(w.mlp);
   b += sizeof(float) * static_cast<std::size_t>(m.router.size() + m.shared_gate.size());
@@ -51,12 +55,20 @@ public:
       : m_(&model), batch_(batch), max_len_(max_len) {
     const forward_config& c = model.config();
     if (batch < 1 || max_len < 1) throw model_error("decoder: batch and max_len must be at least 1");
-    rope_ = detail::make_rope(max_len, c.head_dim, c.rope_theta, c.rope_frequencies);
+    rope_ = detail::make_rope(max_len, c.rotary(), c.rope_theta, c.rope_frequencies);
     head_ = model.load_head();
     if (!c.tied_embeddings) embed_ = load_global(model.weights(), c, arch::slot::embed);
     const Eigen::Index kv = c.kv_heads * c.head_dim;
-    k_.assign(static_cast<std::size_t>(c.layers), matrix(batch * max_len, kv));
-    v_.assign(static_cast<std::size_t>(c.layers), matrix(batch * max_len, kv));
+    k_.resize(static_cast<std::size_t>(c.layers));
+    v_.resize(static_cast<std::size_t>(c.layers));
+    state_.resize(static_cast<std::size_t>(c.layers));
+    for (int i = 0; i < c.layers; ++i)
+      if (arch::kind_of_layer(c, i).mix == arch::mixer::deltanet) {
+        state_[static_cast<std::size_t>(i)].assign(static_cast<std::size_t>(batch), detail::deltanet_initial_state(c));
+      } else {
+        k_[static_cast<std::size_t>(i)] = matrix(batch * max_len, kv);
+        v_[static_cast<std::size_t>(i)] = matrix(batch * max_len, kv);
+      }
     resident_.resize(static_cast<std::size_t>(c.layers));
     std::size_t used = 0;
     for (int i = 0; i < c.layers; ++i) {  // the first layers that fit stay loaded; the rest stream
@@ -75,7 +87,11 @@ public:
   }
 
   // Forgets the cached positions: the next step is position 0 again.
-  void reset() { pos_ = 0; }
+  void reset() {
+    pos_ = 0;
+    for (auto& layer : state_)
+      for (auto& s : layer) s = detail::deltanet_initial_state(m_->config());
+  }
 
   // Appends ids[b] to sequence b; returns logits [batch, vocab] for the next token of each.
   matrix step(std::span<const std::int32_t> ids) {
@@ -101,8 +117,11 @@ public:
                                                                       : &streamed.emplace(m_->load_layer(i));
       detail::for_each_chunk(batch_, 1, per_thread, threads, [&](Eigen::Index r0, Eigen::Index n) {
         matrix part = h.middleRows(r0, n);
-        detail::attention_block(*w, c, rope, part, nullptr,
-                                [&](const detail::attention_tape& t) { return attend(i, r0, t); });
+        if (w->mix == arch::mixer::deltanet)
+          deltanet_step(*w, i, r0, part);
+        else
+          detail::attention_block(*w, c, rope, part, nullptr,
+                                  [&](const detail::attention_tape& t) { return attend(i, r0, t); });
         detail::feed_forward_block(*w, c, part, nullptr);
         h.middleRows(r0, n) = part;
       });
@@ -112,6 +131,17 @@ public:
   }
 
 private:
+  // The DeltaNet half of layer i for sequences r0.. (one token each, rows of h): continues their states.
+  void deltanet_step(const layer_weights& w, int layer, Eigen::Index r0, matrix& h) {
+    const forward_config& c = m_->config();
+    const matrix xn = detail::rmsnorm(h, w.input_norm, c.rms_eps);
+    const detail::deltanet_projections p = detail::deltanet_project(w.delta, c, xn, nullptr);
+    matrix o(h.rows(), c.deltanet.value_heads * c.deltanet.value_dim);
+    for (Eigen::Index r = 0; r < h.rows(); ++r)
+      o.row(r) = detail::deltanet_tokens(w.delta, c, p, r, 1, state_[static_cast<std::size_t>(layer)][static_cast<std::size_t>(r0 + r)]);
+    h.noalias() += detail::apply_linear(w.delta.out, o);
+  }
+
   // Stores the step's roped keys and values of sequences r0.. in layer i's cache and attends over
   // positions 0..pos_ of each: softmax(q k^T / sqrt(d)) v, computed as detail::attention_probs does.
   matrix attend(int layer, Eigen::Index r0, const detail::attention_tape& t) {
@@ -143,7 +173,8 @@ private:
   detail::rope_table rope_;
   head_weights head_;
   matrix embed_;                      // [vocab, hidden]; empty when tied (head_.lm_head is the table)
-  std::vector<matrix> k_, v_;         // per layer [batch * max_len, kv_heads * head_dim], sequence-major
+  std::vector<matrix> k_, v_;         // per attention layer [batch * max_len, kv_heads * head_dim], sequence-major
+  std::vector<std::vector<detail::deltanet_state>> state_;  // per DeltaNet layer, per sequence
   std::vector<std::optional<layer_weights>> resident_;
 };
 

@@ -55,13 +55,14 @@ public:
 
   head_weights load_head() const {
     const auto norm = arch::global_tensor(c_, arch::slot::final_norm);
-    return {load_vector(*w_, norm.weight(), norm.shape[0]),
-            load_global(*w_, c_, c_.tied_embeddings ? arch::slot::embed : arch::slot::lm_head)};
+    vector g = load_vector(*w_, norm.weight(), norm.shape[0]);
+    if (c_.norm_plus_one) g.array() += 1.0f;
+    return {std::move(g), load_global(*w_, c_, c_.tied_embeddings ? arch::slot::embed : arch::slot::lm_head)};
   }
 
   // h: [sequences * len, hidden], updated in place to the layer's output.
   void run_layer(const layer_weights& lw, matrix& h, Eigen::Index len, linear_hooks* hooks = nullptr) const {
-    const detail::rope_table rope = detail::make_rope(len, c_.head_dim, c_.rope_theta, c_.rope_frequencies);
+    const detail::rope_table rope = detail::make_rope(len, c_.rotary(), c_.rope_theta, c_.rope_frequencies);
     detail::for_each_chunk(h.rows(), len, o_.chunk_tokens, o_.threads, [&](Eigen::Index r0, Eigen::Index n) {
       matrix part = h.middleRows(r0, n);
       detail::layer_forward(lw, c_, rope, part, hooks);
@@ -73,7 +74,7 @@ public:
   // every Linear's output gradient to hooks.
   matrix backward_layer(const layer_weights& lw, const matrix& h, const matrix& dy, Eigen::Index len,
                         linear_hooks* hooks) const {
-    const detail::rope_table rope = detail::make_rope(len, c_.head_dim, c_.rope_theta, c_.rope_frequencies);
+    const detail::rope_table rope = detail::make_rope(len, c_.rotary(), c_.rope_theta, c_.rope_frequencies);
     matrix dh(h.rows(), h.cols());
     detail::for_each_chunk(h.rows(), len, o_.chunk_tokens, o_.threads, [&](Eigen::Index r0, Eigen::Index n) {
       dh.middleRows(r0, n) = detail::layer_backward(lw, c_, rope, h.middleRows(r0, n), dy.middleRows(r0, n), hooks);

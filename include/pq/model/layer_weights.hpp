@@ -37,10 +37,22 @@ struct moe_weights {
   row_vector shared_gate;  // [hidden], the sigmoid gate of the shared expert
 };
 
+// A gated DeltaNet (Qwen3.5: qkv, z, b, a separate; Qwen3-Next: qkv holds in_proj_qkvz and b in_proj_ba, interleaved
+// per key head, and z, a stay empty).
+struct deltanet_weights {
+  linear qkv, z, b, a, out;
+  matrix conv;           // [channels, kernel], the depthwise causal conv1d
+  vector a_log, dt_bias; // [value_heads]
+  vector norm;           // [value_dim], the gated RMSNorm (plain gain)
+  bool interleaved() const { return z.weight.size() == 0; }
+};
+
 struct layer_weights {
   int index = 0;
+  arch::mixer mix = arch::mixer::attention;
   vector input_norm, post_norm;
   attention_weights attn;
+  deltanet_weights delta;  // mix == deltanet
   std::variant<mlp_weights, moe_weights> mlp;
 };
 
@@ -58,6 +70,15 @@ inline linear& linear_slot(layer_weights& w, arch::part of, arch::slot s, int ex
       case slot::k: return w.attn.k;
       case slot::v: return w.attn.v;
       case slot::o: return w.attn.o;
+      default: break;
+    }
+  } else if (of == arch::part::deltanet) {
+    switch (s) {
+      case slot::qkv: return w.delta.qkv;
+      case slot::z: return w.delta.z;
+      case slot::b: return w.delta.b;
+      case slot::a: return w.delta.a;
+      case slot::out: return w.delta.out;
       default: break;
     }
   } else {
@@ -81,6 +102,13 @@ inline linear& linear_slot(layer_weights& w, arch::part of, arch::slot s, int ex
 inline layer_weights load_layer(const weight_provider& p, const forward_config& c, int i) {
   layer_weights w;
   w.index = i;
+  w.mix = arch::kind_of_layer(c, i).mix;
+  // (1 + w) RMSNorms (Qwen3-Next lineage) are held as the gain the math multiplies by.
+  const auto norm = [&](const arch::tensor_entry& e) {
+    vector g = load_vector(p, e.weight(), e.shape[0]);
+    if (c.norm_plus_one) g.array() += 1.0f;
+    return g;
+  };
   if (arch::kind_of_layer(c, i).ffn == arch::feed_forward::moe) {
     moe_weights m;
     m.experts.resize(static_cast<std::size_t>(c.moe.num_experts));
@@ -97,10 +125,18 @@ inline layer_weights load_layer(const weight_provider& p, const forward_config& 
       return;
     }
     switch (e.spec->to) {
-      case slot::input_norm: w.input_norm = load_vector(p, e.weight(), rows); return;
-      case slot::post_norm: w.post_norm = load_vector(p, e.weight(), rows); return;
-      case slot::q_norm: w.attn.q_norm = load_vector(p, e.weight(), rows); return;
-      case slot::k_norm: w.attn.k_norm = load_vector(p, e.weight(), rows); return;
+      case slot::input_norm: w.input_norm = norm(e); return;
+      case slot::post_norm: w.post_norm = norm(e); return;
+      case slot::q_norm: w.attn.q_norm = norm(e); return;
+      case slot::k_norm: w.attn.k_norm = norm(e); return;
+      case slot::gated_norm: w.delta.norm = load_vector(p, e.weight(), rows); return;
+      case slot::a_log: w.delta.a_log = load_vector(p, e.weight(), rows); return;
+      case slot::dt_bias: w.delta.dt_bias = load_vector(p, e.weight(), rows); return;
+      case slot::conv: {
+        dense_tensor t = detail::load_checked(p, e.weight(), e.shape);
+        w.delta.conv = Eigen::Map<const matrix>(t.data.data(), rows, e.shape[2]);
+        return;
+      }
       case slot::router: std::get<moe_weights>(w.mlp).router = load_matrix(p, e.weight(), rows, e.shape[1]); return;
       case slot::shared_gate:
         std::get<moe_weights>(w.mlp).shared_gate = load_matrix(p, e.weight(), rows, e.shape[1]).row(0);

@@ -1,5 +1,6 @@
 // pq/model/detail/layer.hpp: one decoder layer on a chunk of whole sequences: forward, and backward by recomputation.
 #pragma once
+#include <pq/model/detail/deltanet.hpp>
 #include <pq/model/detail/ops.hpp>
 #include <pq/model/forward_config.hpp>
 #include <pq/model/hooks.hpp>
@@ -12,17 +13,6 @@
 #include <vector>
 
 namespace pq::model::detail {
-
-inline void report_input(linear_hooks* hooks, std::initializer_list<const linear*> ls, const matrix& x) {
-  if (!hooks || x.rows() == 0) return;
-  std::array<const std::string*, 3> names{};
-  std::size_t n = 0;
-  for (const linear* l : ls) names[n++] = &l->name;
-  hooks->on_input(std::span<const std::string* const>(names.data(), n), x);
-}
-inline void report_grad(linear_hooks* hooks, const linear& l, const matrix& dy) {
-  if (hooks && dy.rows()) hooks->on_output_grad(l.name, dy);
-}
 
 // ---- MLP (SwiGLU) ----
 inline matrix mlp_forward(const mlp_weights& w, const matrix& x, linear_hooks* hooks) {
@@ -153,11 +143,22 @@ inline matrix moe_backward(const moe_weights& w, const moe_config& c, const matr
 struct attention_tape {
   matrix q0, k0;  // projections before q/k norm and rope
   matrix q, k, v; // after norm and rope
+  matrix gate;    // the output gate before its sigmoid (forward_config::attention_output_gate); else empty
 };
 inline attention_tape attention_inputs(const attention_weights& w, const forward_config& c, const rope_table& rope,
                                        const matrix& xn, linear_hooks* hooks) {
   report_input(hooks, {&w.q, &w.k, &w.v}, xn);
-  attention_tape t{apply_linear(w.q, xn), apply_linear(w.k, xn), {}, {}, apply_linear(w.v, xn)};
+  attention_tape t{apply_linear(w.q, xn), apply_linear(w.k, xn), {}, {}, apply_linear(w.v, xn), {}};
+  if (c.attention_output_gate) {  // q_proj rows: [q | gate] of each head in turn
+    const matrix qg = std::move(t.q0);
+    const Eigen::Index hd = c.head_dim;
+    t.q0.resize(qg.rows(), c.heads * hd);
+    t.gate.resize(qg.rows(), c.heads * hd);
+    for (Eigen::Index h = 0; h < c.heads; ++h) {
+      t.q0.middleCols(h * hd, hd) = qg.middleCols(2 * h * hd, hd);
+      t.gate.middleCols(h * hd, hd) = qg.middleCols(2 * h * hd + hd, hd);
+    }
+  }
   t.q = t.q0;
   t.k = t.k0;
   if (c.qk_norm) {
@@ -177,7 +178,8 @@ inline void attention_block(const layer_weights& w, const forward_config& c, con
                             linear_hooks* hooks, Attend&& attend) {
   const matrix xn = rmsnorm(h, w.input_norm, c.rms_eps);
   const attention_tape t = attention_inputs(w.attn, c, rope, xn, hooks);
-  const matrix a = attend(t);
+  matrix a = attend(t);
+  if (t.gate.size()) a = a.binaryExpr(t.gate, [](float v, float g) { return v * sigmoid(g); });
   report_input(hooks, {&w.attn.o}, a);
   h.noalias() += apply_linear(w.attn.o, a);
 }
@@ -196,7 +198,10 @@ inline void feed_forward_block(const layer_weights& w, const forward_config& c, 
 inline void layer_forward(const layer_weights& w, const forward_config& c, const rope_table& rope, matrix& h,
                           linear_hooks* hooks) {
   const Eigen::Index len = rope.cos.rows();
-  attention_block(w, c, rope, h, hooks, [&](const attention_tape& t) { return attention(t.q, t.k, t.v, len, c.head_dim); });
+  if (w.mix == arch::mixer::deltanet)
+    deltanet_block(w, c, len, h, hooks);
+  else
+    attention_block(w, c, rope, h, hooks, [&](const attention_tape& t) { return attention(t.q, t.k, t.v, len, c.head_dim); });
   feed_forward_block(w, c, h, hooks);
 }
 
@@ -205,9 +210,13 @@ inline void layer_forward(const layer_weights& w, const forward_config& c, const
 inline matrix layer_backward(const layer_weights& w, const forward_config& c, const rope_table& rope,
                              const matrix& h, const matrix& dy, linear_hooks* hooks) {
   const Eigen::Index len = rope.cos.rows();
+  if (w.mix == arch::mixer::deltanet)
+    throw model_error("layer " + std::to_string(w.index) + ": the backward of a gated DeltaNet layer is not implemented");
   const matrix xn1 = rmsnorm(h, w.input_norm, c.rms_eps);
   const attention_tape t = attention_inputs(w.attn, c, rope, xn1, nullptr);
-  const matrix a = attention(t.q, t.k, t.v, len, c.head_dim);
+  const matrix a_raw = attention(t.q, t.k, t.v, len, c.head_dim);
+  const matrix sg = t.gate.size() ? matrix(t.gate.unaryExpr([](float g) { return sigmoid(g); })) : matrix();
+  const matrix a = t.gate.size() ? matrix(a_raw.cwiseProduct(sg)) : a_raw;
   const matrix h2 = h + apply_linear(w.attn.o, a);
   const matrix xn2 = rmsnorm(h2, w.post_norm, c.rms_eps);
   const matrix dxn2 = std::holds_alternative<mlp_weights>(w.mlp)
@@ -215,13 +224,24 @@ inline matrix layer_backward(const layer_weights& w, const forward_config& c, co
                           : moe_backward(std::get<moe_weights>(w.mlp), c.moe, xn2, dy, hooks);
   const matrix dh2 = dy + rmsnorm_backward(h2, w.post_norm, c.rms_eps, dxn2);
   report_grad(hooks, w.attn.o, dh2);
-  const matrix da = linear_backward(w.attn.o, dh2);
+  const matrix dag = linear_backward(w.attn.o, dh2);
+  const matrix da = t.gate.size() ? matrix(dag.cwiseProduct(sg)) : dag;
   attention_grads g = attention_backward(t.q, t.k, t.v, len, c.head_dim, da);
   apply_rope(g.dq, rope, c.head_dim, true);
   apply_rope(g.dk, rope, c.head_dim, true);
   if (c.qk_norm) {
     g.dq = head_rmsnorm_backward(t.q0, w.attn.q_norm, c.head_dim, c.rms_eps, g.dq);
     g.dk = head_rmsnorm_backward(t.k0, w.attn.k_norm, c.head_dim, c.rms_eps, g.dk);
+  }
+  if (t.gate.size()) {  // d(q_proj output): [dq | dgate] of each head in turn
+    const matrix dgate = dag.cwiseProduct(a_raw).cwiseProduct(sg.cwiseProduct((1.0f - sg.array()).matrix()));
+    const Eigen::Index hd = c.head_dim;
+    matrix dqg(dgate.rows(), 2 * c.heads * hd);
+    for (Eigen::Index hh = 0; hh < c.heads; ++hh) {
+      dqg.middleCols(2 * hh * hd, hd) = g.dq.middleCols(hh * hd, hd);
+      dqg.middleCols(2 * hh * hd + hd, hd) = dgate.middleCols(hh * hd, hd);
+    }
+    g.dq = dqg;
   }
   report_grad(hooks, w.attn.q, g.dq);
   report_grad(hooks, w.attn.k, g.dk);

@@ -1,14 +1,30 @@
 // pq/model/detail/ops.hpp: fp32 building blocks of the decoder layer (forward and backward).
 #pragma once
+#include <pq/model/hooks.hpp>
 #include <pq/model/layer_weights.hpp>
 #include <pq/model/tensor.hpp>
 
+#include <array>
 #include <bit>
+#include <initializer_list>
+#include <span>
+#include <string>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 
 namespace pq::model::detail {
+
+inline void report_input(linear_hooks* hooks, std::initializer_list<const linear*> ls, const matrix& x) {
+  if (!hooks || x.rows() == 0) return;
+  std::array<const std::string*, 3> names{};
+  std::size_t n = 0;
+  for (const linear* l : ls) names[n++] = &l->name;
+  hooks->on_input(std::span<const std::string* const>(names.data(), n), x);
+}
+inline void report_grad(linear_hooks* hooks, const linear& l, const matrix& dy) {
+  if (hooks && dy.rows()) hooks->on_output_grad(l.name, dy);
+}
 
 inline matrix apply_linear(const linear& l, const matrix& x) {
   matrix y = x * l.weight.transpose();
@@ -93,10 +109,11 @@ inline rope_table make_rope(Eigen::Index len, Eigen::Index head_dim, double thet
   return t;
 }
 
-// x*cos + rotate_half(x)*sin on every head of rows that hold whole sequences of rope.cos.rows()
-// tokens; `inverse` applies the transpose (the backward of the rotation).
+// x*cos + rotate_half(x)*sin on the first rope.cos.cols() dims of every head (all of them unless the rotary is
+// partial; the rest pass through) of rows that hold whole sequences of rope.cos.rows() tokens; `inverse` applies
+// the transpose (the backward of the rotation).
 inline void apply_rope(matrix& x, const rope_table& rope, Eigen::Index head_dim, bool inverse) {
-  const Eigen::Index len = rope.cos.rows(), half = head_dim / 2;
+  const Eigen::Index len = rope.cos.rows(), half = rope.cos.cols() / 2;
   const float sgn = inverse ? -1.0f : 1.0f;
   for (Eigen::Index r = 0; r < x.rows(); ++r) {
     const Eigen::Index p = r % len;

@@ -1,0 +1,135 @@
+// The hybrid decoders (gated DeltaNet + gated attention + MoE): the tiny trained Qwen3.5-MoE checkpoint of
+// tests/models (made by tests/models/make_hybrid_models.py with transformers) against the description, its
+// reference logits and eval NLL, the incremental decoder against the forward, and the per-expert layout.
+#include <pq/arch/profile.hpp>
+#include <pq/model/decoder.hpp>
+#include <pq/model/forward.hpp>
+#include <pq/model/source_model.hpp>
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <set>
+
+using namespace pq::model;
+
+namespace {
+std::filesystem::path hybrid_model_dir(const char* name) {
+  return std::filesystem::path(PQ_SOURCE_DIR) / "tests" / "models" / name;
+}
+
+// Rows 0..15 of eval[0] and eval[1].
+token_batch hybrid_prefix(const std::filesystem::path& dir, std::int64_t vocab, Eigen::Index len) {
+  const token_batch eval = load_tokens(dir / "tokens.safetensors", "eval", vocab);
+  token_batch prefix{2, len, {}};
+  for (Eigen::Index s = 0; s < 2; ++s)
+    for (Eigen::Index p = 0; p < len; ++p) prefix.ids.push_back(eval.at(s, p));
+  return prefix;
+}
+
+double hybrid_logit_diff(const std::filesystem::path& dir, const weight_provider& w, const forward_config& c) {
+  const auto file = pq::io::safetensors_file::open(dir / "tokens.safetensors");
+  const auto& ref_view = file.at("ref_logits");
+  REQUIRE(ref_view.shape == std::vector<std::int64_t>{2, 16, c.vocab});
+  const std::vector<float> ref = pq::io::to_float(ref_view);
+  const runner r(w, c);
+  const matrix logits = r.logits(hybrid_prefix(dir, c.vocab, 16));
+  const Eigen::Map<const matrix> expected(ref.data(), 32, c.vocab);
+  return (logits - expected).cwiseAbs().maxCoeff();
+}
+}  // namespace
+
+TEST_CASE("tiny-qwen3_5moe-code: the description implies the stored text tensors (experts packed as released)") {
+  const auto dir = hybrid_model_dir("tiny-qwen3_5moe-code");
+  const source_model model(dir);  // checks every implied tensor and shape
+  const forward_config& c = model.shape();
+  CHECK(c.architecture == &pq::arch::qwen3_5_moe);
+  CHECK(c.deltanet.is_layer(0));
+  CHECK_FALSE(c.deltanet.is_layer(3));
+  CHECK(c.rotary() == 8);
+  std::set<std::string> implied;
+  for (const auto& [n, shape] : expected_tensors(c)) implied.insert(n);
+  int packed = 0;
+  for (const auto& n : model.dir().tensor_names()) {
+    if (n.starts_with("model.visual.") || n.starts_with("mtp.")) continue;  // copied through
+    if (n.ends_with(".experts.gate_up_proj") || n.ends_with(".experts.down_proj")) {
+      ++packed;
+      continue;
+    }
+    CHECK_MESSAGE(implied.contains(n), n << " is stored but not in the description");
+  }
+  CHECK(packed == 2 * c.layers);
+  const auto p = pq::arch::make_profile(model.config());
+  std::vector<std::string> units;
+  for (const auto& u : p.units)
+    if (u.layer == 0 || u.layer == 3) units.push_back(u.name);
+  const std::string l0 = "model.language_model.layers.0.", l3 = "model.language_model.layers.3.";
+  CHECK(units == std::vector<std::string>{l0 + "linear_attn.in_proj_qkvz", l0 + "linear_attn.in_proj_ba",
+                                          l0 + "linear_attn.out_proj", l0 + "mlp.experts",
+                                          l0 + "mlp.shared_expert.gate_up_proj", l0 + "mlp.shared_expert.down_proj",
+                                          l3 + "self_attn.qkv_proj", l3 + "self_attn.o_proj", l3 + "mlp.experts",
+                                          l3 + "mlp.shared_expert.gate_up_proj", l3 + "mlp.shared_expert.down_proj"});
+}
+
+TEST_CASE("tiny-qwen3_5moe-code reproduces ref_logits, packed and per-expert") {
+  const auto dir = hybrid_model_dir("tiny-qwen3_5moe-code");
+  const source_model model(dir);
+  const double diff = hybrid_logit_diff(dir, model.weights(), model.shape());
+  MESSAGE("tiny-qwen3_5moe-code: max |logits - ref_logits| = " << diff);
+  CHECK(diff < 1e-4);
+  // The layout transformers' save_pretrained writes: one module per expert.
+  memory_weights split;
+  for (const auto& [n, shape] : expected_tensors(model.shape())) split.add(n, model.weights().load(n));
+  CHECK(hybrid_logit_diff(dir, split, model.shape()) == doctest::Approx(diff).epsilon(1e-3));
+}
+
+TEST_CASE("tiny-qwen3_5moe-code: eval NLL within 0.1% of the reference") {
+  const auto dir = hybrid_model_dir("tiny-qwen3_5moe-code");
+  const source_model model(dir);
+  const forward_config& c = model.shape();
+  const token_batch eval = load_tokens(dir / "tokens.safetensors", "eval", c.vocab);
+  const auto file = pq::io::safetensors_file::open(dir / "tokens.safetensors");
+  const double ref = pq::io::to_float(file.at("ref_nll"))[0];
+  const runner r(model.weights(), c);
+  matrix h = r.embed(eval);
+  r.run_layers(h, eval.length);
+  const head_weights head = r.load_head();
+  double sum = 0;
+  std::int64_t n = 0;
+  for (Eigen::Index s = 0; s < eval.sequences; ++s) {
+    const matrix logits = runner::logits(head, h.middleRows(s * eval.length, eval.length - 1), c.rms_eps);
+    for (Eigen::Index p = 0; p + 1 < eval.length; ++p) {
+      const auto row = logits.row(p);
+      const float m = row.maxCoeff();
+      const double lse = m + std::log((row.array() - m).exp().sum());
+      sum += lse - row(eval.at(s, p + 1));
+      ++n;
+    }
+  }
+  const double nll = sum / static_cast<double>(n);
+  MESSAGE("tiny-qwen3_5moe-code: eval NLL " << nll << " (reference " << ref << ")");
+  CHECK(std::abs(nll - ref) < 1e-3 * ref);
+}
+
+TEST_CASE("tiny-qwen3_5moe-code: the incremental decoder (DeltaNet state, KV cache) equals the forward") {
+  const auto dir = hybrid_model_dir("tiny-qwen3_5moe-code");
+  const source_model model(dir);
+  const forward_config& c = model.shape();
+  const Eigen::Index len = 12;
+  const token_batch prefix = hybrid_prefix(dir, c.vocab, len);
+  const runner r(model.weights(), c);
+  const matrix full = r.logits(prefix);
+  decoder d(r, 2, len);
+  double diff = 0;
+  for (Eigen::Index p = 0; p < len; ++p) {
+    const std::vector<std::int32_t> ids{prefix.at(0, p), prefix.at(1, p)};
+    const matrix step = d.step(ids);
+    for (Eigen::Index s = 0; s < 2; ++s) diff = std::max(diff, double((step.row(s) - full.row(s * len + p)).cwiseAbs().maxCoeff()));
+  }
+  MESSAGE("decoder vs forward: max |diff| = " << diff);
+  CHECK(diff < 1e-4);
+  d.reset();
+  const matrix again = d.step(std::vector<std::int32_t>{prefix.at(0, 0), prefix.at(1, 0)});
+  CHECK((again.row(0) - full.row(0)).cwiseAbs().maxCoeff() < 1e-4);
+}
