@@ -3,6 +3,7 @@
 // without act-order, dead columns and the in-loop sweep, several block sizes, random and real layers.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -53,6 +54,16 @@ TEST_CASE("gptq tables: one first column per group, at the group's least process
   CHECK(u.first == std::vector<std::uint8_t>{1, 1, 0, 0, 0, 0, 0, 0});
 }
 
+// The two roundings add the same fp32 products in different orders (one GEMM per block against a rank-1 update
+// per column), so a value within an ulp of a decision boundary may round either way, and GPTQ's error feedback
+// then carries the difference along the rest of its row. How far that goes is a property of the format, not of
+// the blocking: perturbing 24 of these weights by one ulp and rerunning quantize_gptq itself leaves 99.69% of
+// FP8_CHANNEL's codes equal (its fine grid has the most near-ties; 99.98% for MXFP8, 100% for the 4-bit
+// formats), and one machine's GEMM ordering gave exactly that 99.69% here. The bounds sit below that floor
+// and above every wrong indexing tried: without the pending in-block errors in a group's parameters, NVFP4
+// keeps 84-97% of its codes, MXFP4 and INT4 94-99.5%, with output errors off by 0.1-4%.
+constexpr double min_equal_codes = 0.995, max_error_change = 1e-3;
+
 TEST_CASE_TEMPLATE_DEFINE("the device's blocked GPTQ equals quantize_gptq on the host", F, gptq_blocks_suite) {
   constexpr index_t rows = 24, cols = 256;
   const auto w = pq::test::weights(rows, cols, 31);
@@ -61,6 +72,7 @@ TEST_CASE_TEMPLATE_DEFINE("the device's blocked GPTQ equals quantize_gptq on the
     for (bool act : {false, true}) {
       const auto s = blocks_stats(cols, 41, dead);
       const auto f = pq::make_gptq_factor(s, 0.01f, act);
+      const pq::cost_hessian h(s);
       for (index_t block : {index_t{1}, index_t{48}, index_t{128}, index_t{1000}})
         for (bool sweep : {false, true}) {
           CAPTURE(dead);
@@ -71,8 +83,11 @@ TEST_CASE_TEMPLATE_DEFINE("the device's blocked GPTQ equals quantize_gptq on the
           const auto ref = pq::quantize_gptq<F>(w, rows, cols, g, f, block, 2, opt);
           const auto got = pq::quantize_gptq_blocked<F>(w, rows, cols, g, f, block, 2, opt);
           const auto [codes, params] = blocks_agreement(ref, got);
-          CHECK(codes >= 0.999);
+          CHECK(codes >= min_equal_codes);
           CHECK(params >= 0.99);
+          const double e_ref = pq::output_error(w, pq::dequantize(ref), rows, cols, h, 2);
+          const double e_got = pq::output_error(w, pq::dequantize(got), rows, cols, h, 2);
+          CHECK(std::abs(e_got - e_ref) <= max_error_change * e_ref);
           CHECK(got.tensor_scale == ref.tensor_scale);
         }
     }
