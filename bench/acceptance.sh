@@ -46,7 +46,7 @@ for f in "${uniform[@]}"; do
 done
 run uniform-NVFP4-gptq gptq --formats NVFP4 --target-bits 16
 run mixed-4.75 gptq --formats NVFP4,MXFP8_E4M3,BF16 --target-bits 4.75  # last: $out/gptq holds it for pq eval
-"$pq" eval --model "$model" --quantized "$out/gptq" --tokens "$tokens" --tensor eval --sequences "$eval_windows" \
+"$pq" eval --model "$model" --quantized "$out/gptq" --tokens "$tokens:eval" --sequences "$eval_windows" \
   > "$out/eval-mixed.log" 2>&1
 
 python3 - "$out" "$model" <<'EOF'

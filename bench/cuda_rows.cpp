@@ -1,8 +1,8 @@
 // bench/cuda_rows.cpp: `pq bench --device cuda` without the driver: the CUDA rows (pq::bench::run_cuda,
-// defined by the driver's one CUDA translation unit examples/pq/bench_cuda.cu, linked in), printed as the
+// defined by the driver's one CUDA translation unit tools/pq/bench_cuda.cu, linked in), printed as the
 // driver prints them and written as JSON. It needs only pq's headers, nlohmann/json and nvcc, so
 // bench/device-check.sh can build it on a device machine that lacks the driver's libraries:
-//   nvcc -std=c++20 --expt-relaxed-constexpr -Iinclude bench/cuda_rows.cpp examples/pq/bench_cuda.cu
+//   nvcc -std=c++20 --expt-relaxed-constexpr -Iinclude bench/cuda_rows.cpp tools/pq/bench_cuda.cu
 //   cuda_rows [--formats A,B] [--shape RxC] [--dtype bf16|fp16|fp32] [--repeats N] [--json FILE]
 #include <cstdio>
 #include <cstring>

@@ -58,11 +58,11 @@ if ! { "$bin/cuda_test_codecs" --list-test-cases && "$bin/cuda_test_gptq" --list
   step build-codecs 300 nvcc "${flags[@]}" tests/cuda/main.cu tests/cuda/test_codecs.cu -o "$bin/cuda_test_codecs" &
   step build-kernels 300 nvcc "${flags[@]}" tests/cuda/main.cu tests/cuda/test_kernels.cu -o "$bin/cuda_test_kernels" &
   step build-cuda-rows 300 nvcc "${flags[@]}" -I"$D/include/eigen3" -DEIGEN_NO_CUDA bench/cuda_rows.cpp \
-    examples/pq/bench_cuda.cu -lcublas -lcusolver -o "$bin/cuda_rows" &
+    tools/pq/bench_cuda.cu -lcublas -lcusolver -o "$bin/cuda_rows" &
   step build-gptq 300 nvcc "${flags[@]}" -I"$D/include/eigen3" -DEIGEN_NO_CUDA tests/cuda/main.cu tests/cuda/test_gptq.cu \
     -lcublas -lcusolver -o "$bin/cuda_test_gptq" &
   step build-gptq-rows 300 nvcc "${flags[@]}" -I"$D/include/eigen3" -DEIGEN_NO_CUDA bench/gptq_rows.cpp \
-    examples/pq/bench_cuda.cu -lcublas -lcusolver -o "$bin/gptq_rows" &
+    tools/pq/bench_cuda.cu -lcublas -lcusolver -o "$bin/gptq_rows" &
   wait
 fi
 if "$bin/pq" --version >/dev/null 2>&1; then

@@ -1,8 +1,8 @@
 // bench/gptq_rows.cpp: `pq bench --algo gptq` without the driver: the GPTQ, statistics and cost rows of
 // pq/bench/gptq.cuh (pq::bench::run_gptq_cuda, defined by the driver's one CUDA translation unit
-// examples/pq/bench_cuda.cu, linked in), printed and written as JSON. Needs pq's headers, Eigen,
+// tools/pq/bench_cuda.cu, linked in), printed and written as JSON. Needs pq's headers, Eigen,
 // nlohmann/json, nvcc and cuBLAS/cuSOLVER, so bench/device-check.sh can build it on the device:
-//   nvcc -std=c++20 --expt-relaxed-constexpr -DEIGEN_NO_CUDA -Iinclude bench/gptq_rows.cpp examples/pq/bench_cuda.cu \
+//   nvcc -std=c++20 --expt-relaxed-constexpr -DEIGEN_NO_CUDA -Iinclude bench/gptq_rows.cpp tools/pq/bench_cuda.cu \
 //     -lcublas -lcusolver
 //   gptq_rows [--formats A,B] [--repeats N] [--host 0|1] [--experts N] [--threads N] [--json FILE]
 #include <algorithm>

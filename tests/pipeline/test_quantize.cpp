@@ -105,7 +105,7 @@ TEST_CASE("bad input: one clear error, nothing left on disk, the source untouche
   o.out = fx.model;
   CHECK_THROWS_WITH_AS(pipeline::run_quantize(o, quiet()), doctest::Contains("is the source model"), io::export_error);
   o = fx.options("bad");
-  o.calib.clear();
+  o.calib->clear();
   o.self_calibration = false;  // weight-only: no activation maxima for W4A4
   o.formats = {"NVFP4", "BF16"};
   CHECK_THROWS_WITH_AS(pipeline::run_quantize(o, quiet()), doctest::Contains("use NVFP4A16"), pipeline::pipeline_error);

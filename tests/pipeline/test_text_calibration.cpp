@@ -64,9 +64,9 @@ struct text_fixture {
 
 // Paragraphs of Python whose every line is unique (it names its paragraph and line), so a decoded
 // window occurs at exactly one place of the file.
-std::string python_text(int paragraphs) {
+std::string python_text(int paragraphs, int first = 0) {
   std::string s;
-  for (int k = 0; k < paragraphs; ++k) {
+  for (int k = first; k < first + paragraphs; ++k) {
     s += "def f" + std::to_string(k) + "(x):\n";
     for (int j = 0; j < 4; ++j) s += "    v" + std::to_string(k) + "_" + std::to_string(j) + " = x * " + std::to_string(k * 7 + j) + "\n";
     s += "    return v" + std::to_string(k) + "_0\n\n";
@@ -130,8 +130,8 @@ TEST_CASE("pq quantize on text: calibration windows and held-out evaluation are 
   const auto r = pipeline::run_quantize(o, text_quiet());
   const std::string calib = r["tokens"]["calibration"].get<std::string>();
   const std::string eval = r["tokens"]["evaluation"].get<std::string>();
-  CHECK(calib.rfind("6 windows x 32 tokens from text " + o.calib_text.string(), 0) == 0);
-  CHECK(eval.rfind("4 windows x 32 tokens from text " + o.calib_text.string(), 0) == 0);
+  CHECK(calib.rfind("6 windows x 32 tokens from text " + o.calib_text->string(), 0) == 0);
+  CHECK(eval.rfind("4 windows x 32 tokens from text " + o.calib_text->string(), 0) == 0);
   CHECK(eval.find("held out") != std::string::npos);
   CHECK(r["shipped"]["kl"].get<double>() > 0.0);
   CHECK(fs::exists(o.out / "report.json"));
@@ -159,7 +159,7 @@ TEST_CASE("bad text input: one clear error before any compute, nothing left on d
   o.eval_text = good;  // with its own eval file, the short calib file is too short for the windows
   const std::string short_windows = error_of([&] { pipeline::run_quantize(o, text_quiet()); });
   CHECK(short_windows.find("short.txt (calibration): needs 6 windows of 32 tokens") != std::string::npos);
-  o.eval_text.clear();
+  o.eval_text->clear();
 
   std::string bad_utf8 = python_text(40);
   bad_utf8.insert(100, "\xC3\x28");  // a lead byte without its continuation
@@ -169,17 +169,36 @@ TEST_CASE("bad text input: one clear error before any compute, nothing left on d
 
   o.calib_text = good;
   o.calib = (fx.model / "tokens.safetensors").string() + ":calib";
-  CHECK_THROWS_WITH_AS(pipeline::run_quantize(o, text_quiet()), doctest::Contains("--calib-text and --calib exclude each other"),
+  CHECK_THROWS_WITH_AS(pipeline::run_quantize(o, text_quiet()), doctest::Contains("--calib and --calib-text exclude each other"),
                        pipeline::pipeline_error);
-  o.calib.clear();
-  o.eval = (fx.model / "tokens.safetensors").string() + ":eval";
-  CHECK_THROWS_WITH_AS(pipeline::run_quantize(o, text_quiet()), doctest::Contains("--calib-text and --eval exclude each other"),
-                       pipeline::pipeline_error);
-  o.eval.clear();
+  o.calib->clear();
 
-  o.eval_text = good;  // the same text on both sides
-  CHECK_THROWS_WITH_AS(pipeline::run_quantize(o, text_quiet()), doctest::Contains("must be disjoint"), text::text_error);
+  o.eval_text = good;  // the same text on both sides: nothing is left to evaluate on
+  CHECK_THROWS_WITH_AS(pipeline::run_quantize(o, text_quiet()), doctest::Contains("every document also occurs in"),
+                       text::text_error);
   fx.check_nothing_written();
+}
+
+TEST_CASE("text calibration with token evaluation, and evaluation text that shares documents with the calibration") {
+  text_fixture fx;
+  auto o = fx.options("tokens");
+  o.calib_text = fx.write("code.txt", python_text(80));
+  o.eval = (fx.model / "tokens.safetensors").string();  // FILE alone: the tensor named eval
+  const auto r = pipeline::run_quantize(o, text_quiet());
+  CHECK(r["tokens"]["calibration"].get<std::string>().rfind("6 windows x 32 tokens from text " + o.calib_text->string(), 0) == 0);
+  const std::string eval = r["tokens"]["evaluation"].get<std::string>();
+  CHECK(eval.find("tokens.safetensors") != std::string::npos);
+  CHECK(eval.find("from text") == std::string::npos);
+  CHECK(r["shipped"]["kl"].get<double>() > 0.0);
+
+  // Evaluation paragraphs 70..109 against calibration paragraphs 0..79: the ten shared ones are dropped and
+  // counted, the rest evaluated.
+  auto s = fx.options("shared");
+  s.calib_text = o.calib_text;
+  s.eval_text = fx.write("eval.txt", python_text(40, 70));
+  const auto rs = pipeline::run_quantize(s, text_quiet());
+  CHECK(rs["tokens"]["evaluation_documents_dropped"].get<int>() == 10);
+  CHECK(rs["tokens"]["evaluation"].get<std::string>().find("; 10 documents that also occur in the calibration text were dropped") != std::string::npos);
 }
 
 TEST_CASE("a tokenizer.json that does not match the model's vocabulary is refused") {

@@ -160,7 +160,7 @@ TEST_CASE("paragraphs of a plain file are contiguous: all windows of a short fil
   CHECK(w.calib.ids == ids(stream.begin(), stream.begin() + static_cast<std::ptrdiff_t>(all * seq_len)));
 }
 
-TEST_CASE("two files: each side reads its own file, and they may not share a document") {
+TEST_CASE("two files: each side reads its own file; evaluation documents the calibration holds are dropped and counted") {
   temp_dir dir;
   const auto tok = tokenizer::from_file(fixture);
   std::vector<std::string> calib_docs, eval_docs;
@@ -175,10 +175,23 @@ TEST_CASE("two files: each side reads its own file, and they may not share a doc
   for (int k : documents_seen(w.calib, signature)) CHECK(k < 10);
   for (int k : documents_seen(w.eval, signature)) CHECK(k >= 10);
 
-  eval_docs.push_back(calib_docs[3]);
+  CHECK(w.eval_origin.dropped_documents == 0);
+
+  // Two of the calibration's documents also in the evaluation file: evaluated windows never contain them.
+  eval_docs.insert(eval_docs.begin() + 2, calib_docs[3]);
+  eval_docs.push_back(calib_docs[7]);
   const auto leaky = dir.write("leaky.jsonl", json_lines(eval_docs));
-  CHECK(error_of([&] { make_calibration_windows(tok, calib_file, leaky, {16, 4, 3}, end_of_text); })
-            .find("leaky.jsonl: document 5 also occurs in") != std::string::npos);
+  const auto l = make_calibration_windows(tok, calib_file, leaky, {16, 4, 3}, end_of_text);
+  CHECK(l.eval_origin.dropped_documents == 2);
+  CHECK(l.eval_origin.documents == 5);
+  for (int k : documents_seen(l.eval, signature)) CHECK(k >= 10);
+  CHECK(l.eval.ids == w.eval.ids);  // what is left is the evaluation file without them
+
+  // Nothing left once every evaluation document is a calibration one: an error naming both files.
+  const auto copy = dir.write("copy.jsonl", json_lines({calib_docs[1], calib_docs[4]}));
+  const auto all_shared = error_of([&] { make_calibration_windows(tok, calib_file, copy, {16, 4, 3}, end_of_text); });
+  CHECK(all_shared.find("copy.jsonl: every document also occurs in") != std::string::npos);
+  CHECK(all_shared.find("calib.jsonl") != std::string::npos);
 }
 
 TEST_CASE("too little text for the requested windows is a clear error") {

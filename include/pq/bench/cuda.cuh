@@ -1,7 +1,7 @@
 // pq/bench/cuda.cuh: the CUDA rows of `pq bench`: every kernel of pq/cuda/kernels.cuh per format, timed
 // with events (median of repeats after warm-up), against a device-to-device cudaMemcpy of the input's
 // size measured in the same run. A program defines pq::bench::run_cuda by calling run_cuda_rows from one
-// CUDA translation unit (the driver's examples/pq/bench_cuda.cu).
+// CUDA translation unit (the driver's tools/pq/bench_cuda.cu).
 #pragma once
 #include <algorithm>
 #include <random>

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include <pq/bench/bench.hpp>
-#include <pq/quant/parallel.hpp>
+#include <pq/core/parallel.hpp>
 #include <pq/quant/rtn.hpp>
 
 namespace pq::bench {

@@ -18,6 +18,7 @@ struct BF16 {
   static constexpr index_t column_multiple = 1;
   static constexpr bool has_tensor_scale = false;
   static constexpr bool asymmetric = false;
+  static constexpr bool passthrough = true;  // the source tensor ships as it is
 
   PQ_HD static constexpr float tensor_scale(float) { return 1.0f; }
   PQ_HD static constexpr qparams group_params(float, float, float) { return {}; }
@@ -34,5 +35,6 @@ struct BF16 {
 // Passthrough stores the source tensor as it is: 16 bits per weight, nothing else.
 static_assert(Format<BF16>);
 static_assert(stored_bytes<BF16>(4096, 4096) == 4096 * 4096 * 2 && !BF16::scheme.has_value());
+static_assert(is_passthrough<BF16> && is_exportable<BF16> && !needs_activation_stats<BF16>);
 
 }  // namespace pq

@@ -67,4 +67,26 @@ auto visit_format(std::string_view name, Fn&& f) {
   throw unknown_format("unknown format '" + std::string(name) + "'; valid formats: " + valid);
 }
 
+// What code that names formats at run time (the pipeline, the exporter, the checkpoint reader) needs to
+// know of one, resolved from its type once: no format name is compared as a string anywhere else.
+struct format_traits {
+  std::string_view name;
+  bool passthrough = false;             // keeps the source tensor (is_passthrough)
+  bool exportable = false;              // is_exportable
+  bool needs_activation_stats = false;  // needs_activation_stats
+  bool (*accepts)(index_t rows, index_t cols) = nullptr;
+  index_t (*stored_bytes)(index_t rows, index_t cols) = nullptr;  // exact bytes of one Linear
+};
+
+template <Format F>
+constexpr format_traits traits_of() {
+  return {F::name, is_passthrough<F>, is_exportable<F>, needs_activation_stats<F>, &pq::accepts<F>, &pq::stored_bytes<F>};
+}
+
+// The traits of the format of the bundle named `name`; an unknown name is unknown_format.
+template <class Bundle = all_formats>
+format_traits resolve_format(std::string_view name) {
+  return visit_format<Bundle>(name, [](auto f) { return traits_of<decltype(f)>(); });
+}
+
 }  // namespace pq

@@ -144,6 +144,19 @@ template <Format F> constexpr bool accepts(index_t rows, index_t cols) {
   return rows > 0 && cols > 0 && cols % F::column_multiple == 0;
 }
 
+// A passthrough format keeps the source tensor as it is (BF16): nothing is rounded or packed, the Linear goes
+// to the export's ignore list. Declared by the format (`static constexpr bool passthrough = true`).
+template <Format F> inline constexpr bool is_passthrough = requires { requires F::passthrough; };
+
+// Exportable: a compressed-tensors scheme vLLM loads, or passthrough.
+template <Format F> inline constexpr bool is_exportable = F::scheme.has_value() || is_passthrough<F>;
+
+// The scheme also quantizes the Linear's inputs (NVFP4 W4A4): its input_global_scale comes from measured
+// activation amax, so the format needs calibration data.
+template <Format F>
+inline constexpr bool needs_activation_stats = F::has_tensor_scale && F::scheme.has_value() &&
+                                               F::scheme->input_activations.has_value();
+
 // Shapes a format does not accept are an error naming the format and the shape.
 struct unsupported_shape : pq::error {
   using pq::error::error;

@@ -116,7 +116,7 @@ inline nlohmann::json quantization_config(const arch::profile& p, const std::vec
       if (formats[static_cast<std::size_t>(m)] != f)
         throw export_error("decision unit " + p.units[u].name + " mixes formats " + f + " and " +
                                     formats[static_cast<std::size_t>(m)]);
-    if (f == "BF16") {
+    if (resolve_format(f).passthrough) {
       for (int m : p.units[u].members) ignore.push_back(p.linears[static_cast<std::size_t>(m)].name);
     } else {
       units_of[f].push_back(static_cast<int>(u));
@@ -194,7 +194,7 @@ inline std::vector<std::string> formats_from_config(const arch::profile& p, cons
   for (const auto& i : qc.value("ignore", nlohmann::json::array())) ignored.insert(i.get<std::string>());
   std::vector<std::string> out;
   for (const auto& l : p.linears) {
-    std::string f = "BF16";
+    std::string f{BF16::name};  // not listed: left unquantized
     if (!ignored.contains(l.name)) {
       bool hit = false;
       for (const auto& [n, fmt] : exact)

@@ -18,6 +18,7 @@
 #include <pq/error.hpp>
 #include <pq/formats/bundle.hpp>
 #include <pq/formats/quantized.hpp>
+#include <pq/io/atomic_file.hpp>
 #include <pq/io/compressed_tensors.hpp>
 #include <pq/io/fp8_block.hpp>
 #include <pq/io/model_dir.hpp>
@@ -73,7 +74,7 @@ class ct_export {
     std::set<std::string> replaced;
     for (std::size_t i = 0; i < profile.linears.size(); ++i) {
       const auto& l = profile.linears[i];
-      if (formats_[i] == "BF16") continue;
+      if (resolve_format(formats_[i]).passthrough) continue;
       check_source_weight(source, l);
       replaced.insert(l.name + ".weight");
       visit_format(formats_[i], [&](auto f) {
@@ -93,20 +94,13 @@ class ct_export {
       copies_.push_back(name);
     }
     std::sort(decls.begin(), decls.end(), [](const tensor_decl& a, const tensor_decl& b) { return a.name < b.name; });
-    tmp_ = out_.parent_path() / ("." + out_.filename().string() + ".pq-tmp-" + std::to_string(::getpid()));
-    fs::remove_all(tmp_);
+    out_dir_ = std::make_unique<atomic_output>(out_);
+    tmp_ = out_dir_->tmp();
     fs::create_directories(tmp_);
     writer_ = std::make_unique<checkpoint_writer>(tmp_, decls, opt_.max_shard_bytes);
   }
   ct_export(const ct_export&) = delete;
   ct_export& operator=(const ct_export&) = delete;
-  ~ct_export() {
-    if (!finished_) {
-      std::error_code ec;
-      writer_.reset();
-      std::filesystem::remove_all(tmp_, ec);
-    }
-  }
 
   // Writes the packed tensors of Linear `index` (what pq::pack returned for its format).
   void write_linear(std::size_t index, std::span<const packed_tensor> tensors) {
@@ -144,12 +138,8 @@ class ct_export {
       if (!entry.is_regular_file() || weights || name == "config.json" || fs::exists(tmp_ / name)) continue;
       fs::copy_file(entry.path(), tmp_ / name, fs::copy_options::overwrite_existing);
     }
-    if (fs::exists(out_)) {
-      if (!opt_.force) throw export_error(out_.string() + ": output directory appeared during the export");
-      fs::remove_all(out_);
-    }
-    fs::rename(tmp_, out_);
-    finished_ = true;
+    if (fs::exists(out_) && !opt_.force) throw export_error(out_.string() + ": output directory appeared during the export");
+    out_dir_->commit(opt_.force);
   }
 
   const nlohmann::json& quantization_config_json() const { return qconfig_; }
@@ -159,12 +149,12 @@ class ct_export {
   const arch::profile* profile_;
   std::vector<std::string> formats_;
   std::filesystem::path out_, tmp_;
+  std::unique_ptr<atomic_output> out_dir_;  // declared before writer_: destroyed after it
   export_options opt_;
   nlohmann::json qconfig_;
   std::unique_ptr<checkpoint_writer> writer_;
   std::set<std::string> pending_;
   std::vector<std::string> copies_;
-  bool finished_ = false;
 };
 
 // Reads the quantized Linears of an exported checkpoint back: format per Linear from its
@@ -186,7 +176,7 @@ struct ct_checkpoint {
   // fp32 [rows, cols] weight of Linear `index` as stored (dequantized, or the BF16 tensor).
   std::vector<float> weight(std::size_t index) const {
     const auto& l = profile.linears.at(index);
-    if (formats[index] == "BF16") return to_float(dir.tensor(l.name + ".weight"));
+    if (resolve_format(formats[index]).passthrough) return to_float(dir.tensor(l.name + ".weight"));
     return visit_format(formats[index], [&](auto f) {
       using F = decltype(f);
       std::vector<packed_tensor> tensors;

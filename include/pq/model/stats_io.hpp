@@ -1,5 +1,6 @@
 // pq/model/stats_io.hpp: save and load calibration_stats (a small binary file, written atomically).
 #pragma once
+#include <pq/io/atomic_file.hpp>
 #include <pq/model/calibration.hpp>
 
 #include <array>
@@ -66,8 +67,7 @@ private:
 // Writes `stats` to `path` (via a temporary file renamed into place). Input statistics
 // shared by several Linears are written once.
 inline void save_stats(const calibration_stats& stats, const std::filesystem::path& path) {
-  const std::filesystem::path tmp = path.string() + ".tmp";
-  {
+  io::write_atomically(path, [&](const std::filesystem::path& tmp) {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
     if (!f) throw model_error("cannot write calibration statistics '" + tmp.string() + "'");
     detail::stats_writer w(f);
@@ -96,8 +96,7 @@ inline void save_stats(const calibration_stats& stats, const std::filesystem::pa
       w.pod(ls.sensitivity_prior_tokens);
     }
     if (!f.flush()) throw model_error("cannot write calibration statistics '" + tmp.string() + "'");
-  }
-  std::filesystem::rename(tmp, path);
+  });
 }
 
 inline calibration_stats load_stats(const std::filesystem::path& path) {

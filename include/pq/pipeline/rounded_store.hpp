@@ -20,6 +20,7 @@
 
 #include <pq/formats/bundle.hpp>
 #include <pq/formats/quantized.hpp>
+#include <pq/io/atomic_file.hpp>
 #include <pq/io/safetensors.hpp>
 #include <pq/model/architecture.hpp>
 #include <pq/model/weights.hpp>
@@ -52,15 +53,12 @@ class rounded_store {
       const auto r = std::to_chars(buf, buf + sizeof buf, output_errors.at(k));  // shortest round-trip form
       meta[error_key(linear)] = std::string(buf, r.ptr);
     }
-    const auto path = file(unit, format);
-    const auto tmp = std::filesystem::path(path.string() + ".tmp");
-    {
+    io::write_atomically(file(unit, format), [&](const std::filesystem::path& tmp) {
       io::safetensors_writer w(tmp, decls, meta);
       for (std::size_t k = 0; k < u.members.size(); ++k)
         for (const auto& t : members[k]) w.write(linear_of(u, k).name + "." + t.suffix, t.bytes);
       w.close();
-    }
-    std::filesystem::rename(tmp, path);
+    });
   }
 
   // The output errors stored with a unit's rounding, in member order.
@@ -119,12 +117,12 @@ class rounded_store {
 // forward asks for it (one layer at a time), never all at once.
 class rounded_weights final : public model::weight_provider {
  public:
-  // formats[i]: the format of profile.linears[i]; "BF16" keeps the source weight.
+  // formats[i]: the format of profile.linears[i]; a passthrough format keeps the source weight.
   rounded_weights(const model::weight_provider& base, const model::profile& profile, const rounded_store& store,
                   std::vector<std::string> formats)
       : base_(&base), store_(&store), formats_(std::move(formats)) {
     for (std::size_t i = 0; i < profile.linears.size(); ++i)
-      if (formats_.at(i) != "BF16") {
+      if (!resolve_format(formats_.at(i)).passthrough) {
         index_[profile.linears[i].name + ".weight"] = i;
         first_layer_ = std::min(first_layer_, profile.linears[i].layer);
       }

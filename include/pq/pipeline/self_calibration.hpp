@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <pq/core/hash.hpp>
 #include <pq/model/decoder.hpp>
 #include <pq/model/forward.hpp>
 #include <pq/model/tokens.hpp>
@@ -46,10 +47,7 @@ inline std::optional<std::int32_t> start_token(const nlohmann::json& config) {
 // The generator of sequence i: seeded from (seed, i), so sequence i does not depend on how many
 // sequences are generated with it.
 inline text::sampler_rng sequence_rng(std::uint64_t seed, Eigen::Index i) {
-  std::uint64_t h = 1469598103934665603ull;  // FNV-1a over the seed and the index
-  for (std::uint64_t v : {seed, static_cast<std::uint64_t>(i)})
-    for (int b = 0; b < 8; ++b) h = (h ^ ((v >> (8 * b)) & 0xffu)) * 1099511628211ull;
-  return text::sampler_rng(h);
+  return text::sampler_rng(fnv1a{}.integer(seed).integer(static_cast<std::uint64_t>(i)).value);
 }
 
 // [sequences, length] tokens sampled from the model: position 0 is the start token, position p + 1 is

@@ -16,10 +16,12 @@
 #include <nlohmann/json.hpp>
 
 #include <pq/arch/registry.hpp>
+#include <pq/io/atomic_file.hpp>
 #include <pq/io/export.hpp>
 #include <pq/io/safetensors.hpp>
 
 #include <pq/core/bf16.hpp>
+#include <pq/core/hash.hpp>
 #include <pq/config.hpp>
 
 namespace pq::pipeline {
@@ -109,10 +111,8 @@ struct synth_tensor {
 };
 
 namespace detail {
-inline std::uint64_t mix(std::uint64_t seed, const std::string& name) {  // FNV-1a over seed and name
-  std::uint64_t h = 1469598103934665603ull ^ seed;
-  for (unsigned char ch : name) h = (h ^ ch) * 1099511628211ull;
-  return h;
+inline std::uint64_t mix(std::uint64_t seed, const std::string& name) {  // FNV-1a over name, started from seed
+  return fnv1a{fnv1a::offset_basis ^ seed}.chars(name).value;
 }
 }  // namespace detail
 
@@ -211,10 +211,8 @@ struct synth_files {
 inline void write_synthetic_checkpoint(const synth_options& o, const std::filesystem::path& out, const synth_files& f = {}) {
   namespace fs = std::filesystem;
   io::check_output_dir(out, fs::path(), f.force);
-  const fs::path tmp = out.string() + ".pq-tmp";
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  try {
+  io::write_atomically(out, [&](const fs::path& tmp) {
+    fs::create_directories(tmp);
     std::vector<io::tensor_decl> decls;
     const auto layout = synth_layout(o);
     for (const auto& e : layout) decls.push_back({e.name, dtype::BF16, e.shape});
@@ -232,12 +230,7 @@ inline void write_synthetic_checkpoint(const synth_options& o, const std::filesy
     tw.write("calib", std::as_bytes(std::span(calib)));
     tw.write("eval", std::as_bytes(std::span(eval)));
     tw.close();
-    if (fs::exists(out)) fs::remove_all(out);
-    fs::rename(tmp, out);
-  } catch (...) {
-    fs::remove_all(tmp);
-    throw;
-  }
+  }, /*replace_directory=*/f.force);
 }
 
 }  // namespace pq::pipeline

@@ -25,6 +25,7 @@ struct text_request {
 struct text_tokens {
   std::optional<model::token_batch> calib, eval;
   std::string calib_description, eval_description;  // for report.json "tokens"
+  long long eval_dropped_documents = -1;  // with both texts: evaluation documents also in the calibration text, dropped
 };
 
 // The id that joins JSON-line documents: config.json's eos_token_id (an integer or the first of a
@@ -78,7 +79,12 @@ inline text_tokens load_text_tokens(const std::filesystem::path& model_dir, cons
   if (w.eval.rows > 0) {
     out.eval = detail::to_batch(w.eval, vocab, (eval_path ? *eval_path : r.calib_text).string());
     out.eval_description = detail::describe_windows(w.eval, w.eval_origin);
-    if (!eval_path) {
+    if (eval_path) {
+      out.eval_dropped_documents = static_cast<long long>(w.eval_origin.dropped_documents);
+      if (w.eval_origin.dropped_documents > 0)
+        out.eval_description += "; " + std::to_string(w.eval_origin.dropped_documents) +
+                                " documents that also occur in the calibration text were dropped";
+    } else {
       out.calib_description += "; documents " + std::to_string(w.eval_origin.first_document) + ".." +
                                std::to_string(w.eval_origin.last_document - 1) + " are held out for evaluation";
       out.eval_description += ", held out: no calibration window comes from them";

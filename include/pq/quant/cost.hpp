@@ -10,7 +10,7 @@
 
 #include <pq/quant/error.hpp>
 #include <pq/quant/hessian.hpp>
-#include <pq/quant/parallel.hpp>
+#include <pq/core/parallel.hpp>
 
 namespace pq {
 

@@ -20,7 +20,7 @@
 #include <pq/formats/quantized.hpp>
 #include <pq/quant/error.hpp>
 #include <pq/quant/hessian.hpp>
-#include <pq/quant/parallel.hpp>
+#include <pq/core/parallel.hpp>
 #include <pq/quant/scale_sweep.hpp>
 
 namespace pq {

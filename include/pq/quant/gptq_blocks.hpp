@@ -19,7 +19,7 @@
 #include <pq/formats/quantized.hpp>
 #include <pq/quant/error.hpp>
 #include <pq/quant/gptq.hpp>
-#include <pq/quant/parallel.hpp>
+#include <pq/core/parallel.hpp>
 #include <pq/quant/scale_sweep.hpp>
 
 namespace pq {

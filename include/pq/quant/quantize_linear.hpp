@@ -2,6 +2,7 @@
 // path (RTN, scale sweep, GPTQ, GPTQ + sweep) and returns the exact tensors that ship with their cost. The
 // pipeline, the cost table and the export all call it, so what is priced is what is exported.
 #pragma once
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <optional>
@@ -31,14 +32,33 @@ enum class rounding : std::uint8_t {
   gptq_sweep,  // GPTQ whose group scales are swept on the error-updated weights (see quantize_gptq)
 };
 
+// Each rounding's two spellings: as the command line takes it and as report.json states it.
+struct rounding_spelling {
+  rounding method;
+  std::string_view cli, report;
+};
+inline constexpr std::array<rounding_spelling, 4> rounding_spellings{{
+    {rounding::rtn, "rtn", "rtn"},
+    {rounding::sweep, "sweep", "sweep"},
+    {rounding::gptq, "gptq", "gptq"},
+    {rounding::gptq_sweep, "gptq+sweep", "gptq_sweep"},
+}};
+
 inline std::string_view rounding_name(rounding r) {
-  switch (r) {
-    case rounding::rtn: return "rtn";
-    case rounding::sweep: return "sweep";
-    case rounding::gptq: return "gptq";
-    case rounding::gptq_sweep: return "gptq_sweep";
-  }
+  for (const auto& s : rounding_spellings)
+    if (s.method == r) return s.report;
   return "?";
+}
+inline std::string_view rounding_cli_name(rounding r) {
+  for (const auto& s : rounding_spellings)
+    if (s.method == r) return s.cli;
+  return "?";
+}
+// The rounding spelled `name` on the command line, or none.
+inline std::optional<rounding> parse_rounding(std::string_view name) {
+  for (const auto& s : rounding_spellings)
+    if (s.cli == name) return s.method;
+  return std::nullopt;
 }
 
 // Run-wide options, a flat aggregate.

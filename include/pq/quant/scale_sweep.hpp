@@ -13,7 +13,7 @@
 #include <pq/formats/format.hpp>
 #include <pq/formats/quantized.hpp>
 #include <pq/quant/error.hpp>
-#include <pq/quant/parallel.hpp>
+#include <pq/core/parallel.hpp>
 
 namespace pq {
 

@@ -126,6 +126,7 @@ struct window_origin {
   std::filesystem::path file;
   std::size_t first_document = 0, last_document = 0, documents = 0;
   std::size_t tokens = 0;
+  std::size_t dropped_documents = 0;  // evaluation documents left out because the calibration text holds them too
 };
 
 struct calibration_windows {
@@ -195,18 +196,23 @@ inline std::size_t held_out_tail_start(const tokenized_documents& t, std::size_t
                    std::to_string(t.docs.size()) + " documents); give --eval-text or more text");
 }
 
-// Throws when a (non-blank) document of eval_docs also occurs in calib_docs.
-inline void require_disjoint(const std::vector<std::string>& calib_docs, const std::vector<std::string>& eval_docs,
-                             const std::filesystem::path& calib_path, const std::filesystem::path& eval_path) {
+// Removes from eval_docs every (non-blank) document that also occurs in calib_docs, so that evaluation never
+// measures text the calibration saw, and returns how many it removed. Throws when no non-blank evaluation
+// document is left.
+inline std::size_t drop_shared_documents(const std::vector<std::string>& calib_docs, std::vector<std::string>& eval_docs,
+                                         const std::filesystem::path& calib_path, const std::filesystem::path& eval_path) {
   const std::unordered_set<std::string_view> seen(calib_docs.begin(), calib_docs.end());
-  for (std::size_t i = 0; i < eval_docs.size(); ++i)
-    if (!detail::is_blank(eval_docs[i]) && seen.contains(eval_docs[i]))
-      throw text_error(eval_path.string() + ": document " + std::to_string(i) + " also occurs in " +
-                       calib_path.string() + ": calibration and evaluation text must be disjoint");
+  const auto shared = [&](const std::string& d) { return !detail::is_blank(d) && seen.contains(d); };
+  const std::size_t before = eval_docs.size();
+  std::erase_if(eval_docs, shared);
+  if (std::all_of(eval_docs.begin(), eval_docs.end(), [](const std::string& d) { return detail::is_blank(d); }))
+    throw text_error(eval_path.string() + ": every document also occurs in " + calib_path.string() +
+                     ": no evaluation text is left that calibration has not seen");
+  return before - eval_docs.size();
 }
 
 // Windows for calibration and evaluation. With eval_path, each file feeds its own side
-// (and they must share no document); without, the calibration file's last documents are
+// (evaluation documents that also occur in the calibration file are dropped, and counted); without, the calibration file's last documents are
 // held out for evaluation, never cutting a document. Throws text_error naming the file
 // when there are too few tokens for the requested windows.
 inline calibration_windows make_calibration_windows(const tokenizer& tok, const std::filesystem::path& calib_path,
@@ -218,15 +224,15 @@ inline calibration_windows make_calibration_windows(const tokenizer& tok, const 
   const auto calib = tokenize_documents(tok, calib_docs, calib_path, document_separator);
   calibration_windows out;
   if (eval_path) {
-    const auto eval_docs = read_documents(*eval_path);
-    require_disjoint(calib_docs, eval_docs, calib_path, *eval_path);
+    auto eval_docs = read_documents(*eval_path);
+    const std::size_t dropped = drop_shared_documents(calib_docs, eval_docs, calib_path, *eval_path);
     const auto eval = tokenize_documents(tok, eval_docs, *eval_path, document_separator);
     const auto calib_stream = join_documents(calib, 0, calib.docs.size());
     const auto eval_stream = join_documents(eval, 0, eval.docs.size());
     out.calib = cut_windows(calib_stream, counts.calib_windows, counts.seq_len, calib_path.string() + " (calibration)");
     out.eval = cut_windows(eval_stream, counts.eval_windows, counts.seq_len, eval_path->string() + " (evaluation)");
     out.calib_origin = {calib_path, 0, calib.docs.size(), calib.docs.size(), calib_stream.size()};
-    out.eval_origin = {*eval_path, 0, eval.docs.size(), eval.docs.size(), eval_stream.size()};
+    out.eval_origin = {*eval_path, 0, eval.docs.size(), eval.docs.size(), eval_stream.size(), dropped};
     return out;
   }
   const std::size_t split = counts.eval_windows == 0

@@ -10,6 +10,8 @@
 #include <pq/model/architecture.hpp>
 #include <pq/model/config.hpp>
 
+#include "options_cli.hpp"
+
 namespace pq::cli {
 
 inline void inspect(const std::filesystem::path& path) {
@@ -50,6 +52,7 @@ inline void inspect(const std::filesystem::path& path) {
 inline void add_inspect_command(CLI::App& app) {
   auto path = std::make_shared<std::string>();
   auto* cmd = app.add_subcommand("inspect", "Print a model's architecture, Linears, decision units and sizes");
+  add_example(*cmd, "pq inspect ../shared/models/tiny-llama-code");
   cmd->add_option("model", *path, "Hugging Face model directory")->required();
   cmd->callback([path] { inspect(*path); });
 }

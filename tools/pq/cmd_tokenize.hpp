@@ -19,6 +19,8 @@
 #include <pq/text/tokenizer.hpp>
 #include <pq/text/utf8.hpp>
 
+#include "options_cli.hpp"
+
 namespace pq::cli {
 
 namespace detail {
@@ -67,6 +69,7 @@ inline void add_text_commands(CLI::App& app) {
   auto opt = std::make_shared<options>();
 
   auto* tokenize = app.add_subcommand("tokenize", "Print the token ids of a UTF-8 text file, space-separated");
+  add_example(*tokenize, "pq tokenize --tokenizer M --text notes.txt");
   tokenize->add_option("--tokenizer", opt->tokenizer, "tokenizer.json, or a model directory holding one")->required();
   tokenize->add_option("--text", opt->input, "text file ('-' reads standard input)")->required();
   tokenize->add_flag("--add-special-tokens", opt->add_special_tokens,
@@ -80,6 +83,7 @@ inline void add_text_commands(CLI::App& app) {
   });
 
   auto* detokenize = app.add_subcommand("detokenize", "Write the text of whitespace-separated token ids");
+  add_example(*detokenize, "pq detokenize --tokenizer M --ids ids.txt");
   detokenize->add_option("--tokenizer", opt->tokenizer, "tokenizer.json, or a model directory holding one")->required();
   detokenize->add_option("--ids", opt->input, "file of ids ('-' reads standard input)");
   detokenize->add_flag("--skip-special-tokens", opt->skip_special_tokens, "leave out special added tokens");

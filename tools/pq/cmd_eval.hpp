@@ -3,6 +3,9 @@
 #include <pq/model/evaluation.hpp>
 #include <pq/model/quantized_weights.hpp>
 #include <pq/model/source_model.hpp>
+#include <pq/pipeline/options.hpp>
+
+#include "options_cli.hpp"
 
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
@@ -15,7 +18,7 @@
 namespace pq::cli {
 
 struct eval_args {
-  std::string model, quantized, tokens, tensor = "eval";
+  std::string model, quantized, tokens;  // tokens: FILE[:TENSOR], the tensor "eval" by default
   long sequences = 0;  // 0: all
   int threads = 0;     // 0: all hardware threads
 };
@@ -29,7 +32,8 @@ inline void run_eval(const eval_args& a) {
   // Same model as the source, every tensor present with its shape.
   check_checkpoint(quantized, source.shape(), a.quantized + " (checked against " + a.model + "/config.json)");
 
-  token_batch tokens = load_tokens(a.tokens, a.tensor, source.shape().vocab);
+  const pipeline::token_spec spec = pipeline::parse_token_spec(a.tokens, "--tokens", "eval");
+  token_batch tokens = load_tokens(spec.file, spec.tensor, source.shape().vocab);
   if (a.sequences > 0) tokens = tokens.first(a.sequences);
   run_options opt;
   if (a.threads > 0) opt.threads = a.threads;
@@ -41,7 +45,7 @@ inline void run_eval(const eval_args& a) {
   for (const auto& f : ct.formats) ++counts[f];
   std::string formats;
   for (const auto& [f, n] : counts) formats += fmt::format("{}{} x{}", formats.empty() ? "" : ", ", f, n);
-  fmt::print("tokens     {}:{} ({} sequences x {})\n", a.tokens, a.tensor, tokens.sequences, tokens.length);
+  fmt::print("tokens     {} ({} sequences x {})\n", spec.text(), tokens.sequences, tokens.length);
   fmt::print("formats    {}\n", formats);
   fmt::print("KL         {:.6g} nats/token (mean over {} positions)\n", q.kl, q.kl_positions);
   fmt::print("NLL        {:.5f} quantized, {:.5f} source (ppl {:.3f} vs {:.3f}, {} positions)\n", q.nll,
@@ -56,12 +60,12 @@ inline void add_eval_commands(CLI::App& app) {
   cmd->add_option("--quantized", args->quantized, "exported compressed-tensors checkpoint directory")
       ->required()
       ->check(CLI::ExistingDirectory);
-  cmd->add_option("--tokens", args->tokens, "safetensors file with a [sequences, length] I32/I64 token tensor")
-      ->required()
-      ->check(CLI::ExistingFile);
-  cmd->add_option("--tensor", args->tensor, "name of the token tensor in --tokens")->capture_default_str();
+  cmd->add_option("--tokens", args->tokens,
+                  "Evaluation tokens FILE[:TENSOR] (tensor default: eval): a [sequences, length] I32/I64 tensor")
+      ->required();
   cmd->add_option("--sequences", args->sequences, "use only the first N sequences (0: all)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--threads", args->threads, "worker threads (0: all hardware threads)")->check(CLI::NonNegativeNumber);
+  add_example(*cmd, "pq eval --model M --quantized M-pq --tokens M/tokens.safetensors:eval --sequences 32");
   cmd->callback([args] { run_eval(*args); });
 }
 

@@ -12,6 +12,8 @@
 #include <pq/bench/gptq.hpp>
 #include <pq/bench/host.hpp>
 
+#include "options_cli.hpp"
+
 namespace pq::cli {
 
 struct bench_request {
@@ -92,6 +94,7 @@ inline void bench(const bench_request& r) {
 inline void add_bench_command(CLI::App& app) {
   auto r = std::make_shared<bench_request>();
   auto* cmd = app.add_subcommand("bench", "Per-format kernel benchmark: quantize+pack, dequantize, sweep vs copy bandwidth");
+  add_example(*cmd, "pq bench --device cpu --formats NVFP4,MXFP4 --shape 4096x4096 --json bench.json");
   cmd->add_option("--device", r->device, "cpu | cuda (default: both, cuda where available)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--formats", r->formats, "Formats, comma separated (default: every format with a packed layout)");

@@ -10,6 +10,8 @@
 
 #include <pq/pipeline/synth.hpp>
 
+#include "options_cli.hpp"
+
 namespace pq::cli {
 
 struct synth_request {
@@ -32,6 +34,7 @@ inline void synth(const synth_request& r) {
 inline void add_synth_command(CLI::App& app) {
   auto r = std::make_shared<synth_request>();
   auto* cmd = app.add_subcommand("synth", "Write a seeded synthetic Llama- or MoE-shaped checkpoint with calib/eval tokens");
+  add_example(*cmd, "pq synth --out /tmp/tiny --preset tiny --seed 1");
   cmd->add_option("--out", r->out, "Output directory")->required();
   cmd->add_option("--preset", r->preset, "tiny | moe-tiny | 1b | 8b")->capture_default_str();
   cmd->add_option("--layers", r->layers, "Decoder layers (0: the preset's); e.g. to see what scales with depth")

@@ -1,4 +1,5 @@
-// pq: the command-line driver. Each subcommand lives in its own cmd_*.hpp beside this file.
+// pq: the command-line driver. Each subcommand lives in its own cmd_*.hpp beside this file; each is a thin
+// layer over library calls (include/pq), so everything it does can be done, and is tested, without it.
 #include <exception>
 
 #include <CLI/CLI.hpp>
@@ -18,6 +19,8 @@ int main(int argc, char** argv) {
   CLI::App app{"pq: mixed-precision quantization of LLM checkpoints (compressed-tensors for vLLM)"};
   app.set_version_flag("--version", PQ_VERSION_STRING);
   app.require_subcommand(1);
+  app.footer("\nExample:\n  pq demo                      # the whole pipeline on a synthetic model\n"
+             "  pq quantize --help           # each command's --help ends with an example");
   pq::cli::add_formats_command(app);
   pq::cli::add_inspect_command(app);
   pq::cli::add_synth_command(app);

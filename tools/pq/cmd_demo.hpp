@@ -19,6 +19,7 @@ inline void add_demo_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("demo", "Quantize a synthetic model end to end (the embedded default)");
   cmd->add_option("--dir", *dir, "Work directory (replaced)")->capture_default_str();
   cmd->add_option("--preset", *preset, "Synthetic model: tiny | moe-tiny | 1b | 8b")->capture_default_str();
+  add_example(*cmd, "pq demo --preset moe-tiny");
   cmd->callback([dir, preset] {
     synth_request s;
     s.out = *dir / "model";
@@ -34,7 +35,7 @@ inline void add_demo_command(CLI::App& app) {
     o.eval = (s.out / "tokens.safetensors").string() + ":eval";
     const auto report = pipeline::run_quantize(o);
     print_summary(report);
-    fmt::print("{:<22} {} (report.json, pareto.svg inside)\n", "checkpoint", o.out.string());
+    fmt::print("{:<22} {} (report.json, pareto.svg inside)\n", "checkpoint", o.out->string());
   });
 }
 

@@ -5,6 +5,8 @@
 
 #include <pq/formats/bundle.hpp>
 
+#include "options_cli.hpp"
+
 namespace pq::cli {
 
 inline void print_formats(index_t rows, index_t cols) {
@@ -26,6 +28,7 @@ inline void print_formats(index_t rows, index_t cols) {
 
 inline void add_formats_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("formats", "List the quantization formats pq knows");
+  add_example(*cmd, "pq formats --rows 4096 --cols 14336");
   auto shape = std::make_shared<std::pair<index_t, index_t>>(4096, 4096);
   cmd->add_option("--rows", shape->first, "Rows (output features) of the Linear to price")->check(CLI::PositiveNumber);
   cmd->add_option("--cols", shape->second, "Columns (input features) of the Linear to price")->check(CLI::PositiveNumber);
