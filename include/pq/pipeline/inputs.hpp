@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <memory>
 #include <optional>
+#include <utility>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -29,6 +30,7 @@
 namespace pq::pipeline {
 
 struct job_inputs {
+  job_inputs(std::unique_ptr<model::source_model> source, format_table f) : src(std::move(source)), formats(std::move(f)) {}
   std::unique_ptr<model::source_model> src;
   model::profile profile;
   format_table formats;
@@ -149,7 +151,7 @@ inline job_inputs open_inputs(const quantize_options& o, std::FILE* log) {
     throw pipeline_error("--device '" + *o.device + "': this version of pq runs the pipeline on the cpu only");
   io::check_output_dir(*o.out, *o.model, *o.force);
   auto src = std::make_unique<model::source_model>(*o.model);
-  job_inputs in{std::move(src), {}, format_table(*o.formats, *o.method), {}, {}, {}, {}};
+  job_inputs in(std::move(src), format_table(*o.formats, *o.method));
   in.profile = model::make_profile(in.src->config());
   model::run_options ro;
   if (*o.jobs > 0) ro.threads = *o.jobs;
