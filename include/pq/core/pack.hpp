@@ -8,13 +8,19 @@
 #include <vector>
 
 #include <pq/config.hpp>
+#include <pq/error.hpp>
 
 namespace pq {
+
+// Codes that cannot be packed as asked (an odd count of nibbles).
+struct pack_error : pq::error {
+  using pq::error::error;
+};
 
 // FP4: element 2j in the low nibble, element 2j+1 in the high nibble of byte j. `codes` is row-major
 // [rows, cols] with cols even; the result is [rows, cols/2].
 inline std::vector<std::uint8_t> pack_nibbles(std::span<const std::uint8_t> codes) {
-  if (codes.size() % 2) throw std::invalid_argument("pack_nibbles: odd number of codes");
+  if (codes.size() % 2) throw pack_error("pack_nibbles: odd number of codes");
   std::vector<std::uint8_t> out(codes.size() / 2);
   for (std::size_t j = 0; j < out.size(); ++j)
     out[j] = static_cast<std::uint8_t>((codes[2 * j] & 0xFu) | ((codes[2 * j + 1] & 0xFu) << 4));

@@ -15,6 +15,12 @@
 
 namespace pq {
 
+// Packed tensors that do not fit their format (a missing tensor, a wrong size or shape): a corrupt or foreign
+// checkpoint. The message names the format and the tensor.
+struct packed_error : pq::error {
+  using pq::error::error;
+};
+
 template <Format F>
 struct quantized_matrix {
   index_t rows = 0, cols = 0;
@@ -103,7 +109,7 @@ std::vector<packed_tensor> pack(const quantized_matrix<F>& q, float input_amax =
       case tensor_role::global_scale: detail::append_le(p.bytes, q.tensor_scale); break;
       case tensor_role::input_global_scale:
         if (!(input_amax > 0.0f))
-          throw std::invalid_argument(std::string(F::name) +
+          throw packed_error(std::string(F::name) +
                                       " needs the calibrated input activation amax for input_global_scale");
         detail::append_le(p.bytes, F::tensor_scale(input_amax));
         break;
@@ -113,7 +119,7 @@ std::vector<packed_tensor> pack(const quantized_matrix<F>& q, float input_amax =
         break;
     }
     if (static_cast<index_t>(p.bytes.size()) != t.bytes())
-      throw std::logic_error(std::string(F::name) + ": packed " + p.suffix + " has the wrong size");
+      throw packed_error(std::string(F::name) + ": packed " + p.suffix + " has the wrong size");
     out.push_back(std::move(p));
   }
   return out;
@@ -133,9 +139,9 @@ quantized_matrix<F> unpack(std::span<const packed_tensor> tensors, index_t rows,
     for (const auto& c : tensors)
       if (c.suffix == t.suffix) p = &c;
     const std::vector<index_t> shape(t.shape.begin(), t.shape.begin() + t.rank);
-    if (!p) throw std::invalid_argument(std::string(F::name) + ": missing tensor " + std::string(t.suffix));
+    if (!p) throw packed_error(std::string(F::name) + ": missing tensor " + std::string(t.suffix));
     if (p->type != t.type || p->shape != shape || static_cast<index_t>(p->bytes.size()) != t.bytes())
-      throw std::invalid_argument(std::string(F::name) + ": tensor " + std::string(t.suffix) +
+      throw packed_error(std::string(F::name) + ": tensor " + std::string(t.suffix) +
                                   " has the wrong dtype or shape");
     const std::span<const std::byte> b = p->bytes;
     switch (t.role) {
@@ -178,7 +184,7 @@ quantized_matrix<F> unpack(std::span<const packed_tensor> tensors, index_t rows,
       case tensor_role::input_global_scale: break;
       case tensor_role::shape:
         if (detail::read_le<std::int64_t>(b, 0) != rows || detail::read_le<std::int64_t>(b, 1) != cols)
-          throw std::invalid_argument(std::string(F::name) + ": weight_shape does not match the Linear");
+          throw packed_error(std::string(F::name) + ": weight_shape does not match the Linear");
         break;
     }
   }

@@ -18,13 +18,10 @@
 
 #include <pq/core/hash.hpp>
 #include <pq/error.hpp>
+#include <pq/pipeline/error.hpp>
 #include <pq/quant/quantize_linear.hpp>
 
 namespace pq::pipeline {
-
-struct pipeline_error : pq::error {
-  using pq::error::error;
-};
 
 // What else an option is, beyond a value with a flag: part of the work folder's key (the stored roundings
 // depend on it), or required on the command line.

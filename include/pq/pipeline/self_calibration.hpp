@@ -19,6 +19,7 @@
 #include <pq/model/decoder.hpp>
 #include <pq/model/forward.hpp>
 #include <pq/model/tokens.hpp>
+#include <pq/pipeline/error.hpp>
 #include <pq/text/sampling.hpp>
 
 namespace pq::pipeline {
@@ -56,7 +57,7 @@ inline text::sampler_rng sequence_rng(std::uint64_t seed, Eigen::Index i) {
 inline model::token_batch generate_calibration(const model::runner& m, const self_calibration_options& o,
                                                const std::function<void(Eigen::Index, Eigen::Index)>& on_step = {}) {
   if (o.sequences < 1 || o.length < 2)
-    throw std::invalid_argument("self-calibration needs at least 1 sequence of at least 2 tokens");
+    throw pipeline_error("self-calibration needs at least 1 sequence of at least 2 tokens");
   if (o.start_token < 0 || o.start_token >= m.config().vocab)
     throw model::model_error("self-calibration: start token " + std::to_string(o.start_token) +
                              " is outside the vocabulary [0, " + std::to_string(m.config().vocab) + ")");

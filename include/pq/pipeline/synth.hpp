@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <pq/pipeline/error.hpp>
 #include <pq/arch/registry.hpp>
 #include <pq/io/atomic_file.hpp>
 #include <pq/io/export.hpp>
@@ -65,7 +66,7 @@ inline synth_options synth_preset(const std::string& name) {
     o.num_kv_heads = 8; o.head_dim = 128; o.vocab_size = 128256;
     return o;
   }
-  throw std::invalid_argument("unknown synthetic preset '" + name + "' (valid: tiny, moe-tiny, 1b, 8b)");
+  throw pipeline_error("unknown synthetic preset '" + name + "' (valid: tiny, moe-tiny, 1b, 8b)");
 }
 
 inline nlohmann::json synth_config(const synth_options& o) {

@@ -9,6 +9,7 @@
 #include <pq/core/bits.hpp>
 #include <pq/formats/format.hpp>
 #include <pq/formats/quantized.hpp>
+#include <pq/quant/error.hpp>
 
 namespace pq {
 
@@ -16,7 +17,7 @@ namespace pq {
 inline float weight_amax(std::span<const float> w, std::string_view what = "matrix") {
   float amax = 0.0f;
   for (float x : w) {
-    if (!is_finite(x)) throw std::invalid_argument("non-finite weight in " + std::string(what));
+    if (!is_finite(x)) throw quant_error("non-finite weight in " + std::string(what));
     amax = std::max(amax, abs_f(x));
   }
   return amax;
@@ -35,7 +36,7 @@ qparams group_params_of(std::span<const float> w, index_t cols, index_t r, index
 template <Format F>
 quantized_matrix<F> quantize_rtn(std::span<const float> w, index_t rows, index_t cols, float tensor_scale) {
   require_accepts<F>(rows, cols);
-  if (static_cast<index_t>(w.size()) != rows * cols) throw std::invalid_argument("quantize_rtn: size mismatch");
+  if (static_cast<index_t>(w.size()) != rows * cols) throw quant_error("quantize_rtn: size mismatch");
   quantized_matrix<F> q{rows, cols, {}, {}, F::has_tensor_scale ? tensor_scale : 1.0f};
   const index_t gw = group_width<F>(cols), gpr = groups_per_row<F>(cols);
   q.codes.resize(w.size());
