@@ -37,7 +37,8 @@ struct device_hessian {
 
 template <Format F>
 linear_result<F> quantize_linear_device(const linear_input& in, const quant_options& opt) {
-  if (opt.method != rounding::gptq && opt.method != rounding::gptq_sweep)
+  const rounding method = per_linear_rounding(opt.method);  // gptq+signround's per-Linear part runs here too
+  if (method != rounding::gptq && method != rounding::gptq_sweep)
     return quantize_linear<F>(in, opt, nullptr, backend::host);
   const float tensor_scale = pq::detail::checked_tensor_scale<F>(in);
   const std::vector<float> dampings = pq::detail::damping_grid(opt);
@@ -50,7 +51,7 @@ linear_result<F> quantize_linear_device(const linear_input& in, const quant_opti
   std::optional<device_hessian> heldout;
   if (dampings.size() > 1) heldout.emplace(*in.heldout, s);
   const device_buffer<float> w(in.weight, s);
-  const auto group_sweep = opt.method == rounding::gptq_sweep
+  const auto group_sweep = method == rounding::gptq_sweep
                                ? std::optional<sweep_options>(sweep_options{opt.sweep_candidates, opt.sweep_lo, opt.sweep_hi})
                                : std::nullopt;
 
@@ -93,7 +94,7 @@ linear_result<F> quantize_linear_device(const linear_input& in, const quant_opti
     best.q = std::move(*gq);
     best.dequantized = std::move(gq_deq);
     best.output_error = errors[1];
-    best.kept = opt.method;
+    best.kept = method;
     best.damping = chosen;
   }
   best.predicted_loss = predicted_loss(best.output_error, in.sensitivity);

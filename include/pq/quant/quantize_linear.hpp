@@ -30,6 +30,10 @@ enum class rounding : std::uint8_t {
   sweep,       // RTN, then the scale sweep
   gptq,        // GPTQ
   gptq_sweep,  // GPTQ whose group scales are swept on the error-updated weights (see quantize_gptq)
+  // Block-level paths (pipeline/signround_pass.hpp): per Linear they round as RTN and GPTQ + sweep do, the
+  // decoder layer's SignRound training then replaces that rounding where it lowers the block-output error.
+  signround,       // SignRound from RTN
+  gptq_signround,  // SignRound from GPTQ + sweep's rounding, which stays a candidate
 };
 
 // Each rounding's two spellings: as the command line takes it and as report.json states it.
@@ -37,11 +41,13 @@ struct rounding_spelling {
   rounding method;
   std::string_view cli, report;
 };
-inline constexpr std::array<rounding_spelling, 4> rounding_spellings{{
+inline constexpr std::array<rounding_spelling, 6> rounding_spellings{{
     {rounding::rtn, "rtn", "rtn"},
     {rounding::sweep, "sweep", "sweep"},
     {rounding::gptq, "gptq", "gptq"},
     {rounding::gptq_sweep, "gptq+sweep", "gptq_sweep"},
+    {rounding::signround, "signround", "signround"},
+    {rounding::gptq_signround, "gptq+signround", "gptq_signround"},
 }};
 
 inline std::string_view rounding_name(rounding r) {
@@ -54,6 +60,14 @@ inline std::string_view rounding_cli_name(rounding r) {
     if (s.method == r) return s.cli;
   return "?";
 }
+// Whether r is one of SignRound's block-level roundings (they need calibration activations, not only H).
+inline constexpr bool is_signround(rounding r) { return r == rounding::signround || r == rounding::gptq_signround; }
+// What one Linear is rounded with on its own: a block-level rounding starts from (and, for gptq_signround,
+// competes with) a per-Linear one, so the cost table stores that first and the block pass may replace it.
+inline constexpr rounding per_linear_rounding(rounding r) {
+  return r == rounding::signround ? rounding::rtn : r == rounding::gptq_signround ? rounding::gptq_sweep : r;
+}
+
 // The rounding spelled `name` on the command line, or none.
 inline std::optional<rounding> parse_rounding(std::string_view name) {
   for (const auto& s : rounding_spellings)
@@ -191,11 +205,12 @@ linear_result<F> quantize_linear(const linear_input& in, const quant_options& op
   const sweep_options sweep{opt.sweep_candidates, opt.sweep_lo, opt.sweep_hi};
   const std::vector<double> x2 = in.stats->x2_mean();
 
-  if (opt.method == rounding::sweep) {
+  const rounding method = per_linear_rounding(opt.method);
+  if (method == rounding::sweep) {
     quantized_matrix<F> q = best.q;
     scale_sweep<F>(in.weight, x2, q, sweep, opt.threads);
     consider(std::move(q), rounding::sweep, 0.0f);
-  } else if (opt.method == rounding::gptq || opt.method == rounding::gptq_sweep) {
+  } else if (method == rounding::gptq || method == rounding::gptq_sweep) {
     const std::vector<float> dampings = detail::damping_grid(opt);
     if (dampings.size() > 1 && !in.heldout)
       throw quant_error(std::string(in.name) + ": the damping sweep needs held-out statistics");
@@ -203,7 +218,7 @@ linear_result<F> quantize_linear(const linear_input& in, const quant_options& op
     gptq_factor_cache& factors = cache ? *cache : local;
     std::optional<cost_hessian> heldout;
     if (dampings.size() > 1) heldout.emplace(*in.heldout);
-    const auto group_sweep = opt.method == rounding::gptq_sweep ? std::optional<sweep_options>(sweep) : std::nullopt;
+    const auto group_sweep = method == rounding::gptq_sweep ? std::optional<sweep_options>(sweep) : std::nullopt;
     std::optional<quantized_matrix<F>> gq;
     float chosen = dampings.front();
     double chosen_err = 0.0;
@@ -222,7 +237,7 @@ linear_result<F> quantize_linear(const linear_input& in, const quant_options& op
         chosen_err = e;
       }
     }
-    consider(std::move(*gq), opt.method, chosen);
+    consider(std::move(*gq), method, chosen);
   }
   best.predicted_loss = predicted_loss(best.output_error, in.sensitivity);
   return best;

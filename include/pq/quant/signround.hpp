@@ -1,0 +1,242 @@
+// pq/quant/signround.hpp: SignRound (AutoRound's rounding, Cheng et al. 2023) for any Format: learnable rounding
+// offsets V per weight and per-group multipliers of the group's min and max, the rounding
+// code = F::quantize(w + V·s, p(α·lo, β·hi)) (that is round(w/s + V) in the format's element domain, through
+// the format's own scale rule and scale codec), gradients by the straight-through estimator, sign-SGD steps.
+// This header owns one Linear's learnable state; the block-output loss that drives it lives in
+// pipeline/signround_block.hpp.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <pq/formats/format.hpp>
+#include <pq/formats/quantized.hpp>
+#include <pq/quant/error.hpp>
+#include <pq/quant/rtn.hpp>
+
+namespace pq {
+
+// AutoRound's recipe (auto_round 0.16.1, SignRoundConfig): lr = 1/iters, decayed linearly to 0 (LinearLR);
+// min/max multipliers start at 1 and are clamped to [0, 1]; batches of 8 calibration sequences; the iterate
+// with the lowest batch loss is kept. Recipes: light 50, default 200, best 1000 iterations.
+struct signround_options {
+  int iters = 200;
+  float lr = 0.0f;          // 0: 1/iters
+  float minmax_lr = 0.0f;   // 0: lr
+  bool tune_minmax = true;  // AutoRound's enable_minmax_tuning
+  float minmax_lo = 0.0f;   // clamp of the multipliers (AutoRound: minmax_scale_bound (0, 1))
+  float minmax_hi = 1.0f;
+  int batch = 8;            // calibration sequences per iteration
+  std::uint64_t seed = 42;  // of the batch sampler
+};
+
+// The learning rate of iteration i (0-based): base · (1 − i/iters), base = 1/iters unless given.
+inline float signround_lr(const signround_options& o, int i, bool minmax) {
+  const float base = minmax && o.minmax_lr > 0 ? o.minmax_lr : o.lr > 0 ? o.lr : 1.0f / static_cast<float>(std::max(1, o.iters));
+  return base * (1.0f - static_cast<float>(i) / static_cast<float>(std::max(1, o.iters)));
+}
+
+namespace detail {
+// The element codec's value range and the half steps beyond it that still round onto it: an element whose
+// u = w/s + V + zero lies outside [lo − half_lo, hi + half_hi] is clamped (no STE gradient through u).
+struct element_bounds {
+  float lo, hi, half_lo, half_hi;
+};
+template <class E>
+element_bounds element_bounds_of() {
+  float v1 = -INFINITY, v2 = -INFINITY, w1 = INFINITY, w2 = INFINITY;  // two largest, two smallest
+  for (std::uint32_t c = 0; c < E::code_count; ++c) {
+    const float x = E::decode(c);
+    if (!std::isfinite(x)) continue;
+    if (x > v1) { v2 = v1; v1 = x; } else if (x > v2 && x < v1) v2 = x;
+    if (x < w1) { w2 = w1; w1 = x; } else if (x < w2 && x > w1) w2 = x;
+  }
+  return {w1, v1, (w2 - w1) / 2, (v1 - v2) / 2};
+}
+}  // namespace detail
+
+// One Linear's SignRound state in format F. The source weights are referenced, not copied.
+template <Format F>
+class signround_state {
+ public:
+  static constexpr bool trainable = requires { typename F::scale_codec; };
+
+  signround_state(std::span<const float> w, index_t rows, index_t cols, float tensor_scale)
+      : w_(w), rows_(rows), cols_(cols), gw_(group_width<F>(cols)), gpr_(groups_per_row<F>(cols)),
+        ts_(F::has_tensor_scale ? tensor_scale : 1.0f) {
+    require_accepts<F>(rows, cols);
+    if (static_cast<index_t>(w.size()) != rows * cols) throw quant_error("signround: weight size does not match its shape");
+    range_.resize(static_cast<std::size_t>(rows * gpr_));
+    for (index_t r = 0; r < rows; ++r)
+      for (index_t g = 0; g < gpr_; ++g) range_[static_cast<std::size_t>(r * gpr_ + g)] = range_of(w.data() + r * cols + g * gw_, gw_);
+    v_.assign(w.size(), 0.0f);
+    min_scale_.assign(range_.size(), 1.0f);
+    max_scale_.assign(range_.size(), 1.0f);
+    upper_.assign(range_.size(), -INFINITY);  // no raised bound: signround_options::minmax_hi
+  }
+
+  index_t rows() const { return rows_; }
+  index_t cols() const { return cols_; }
+  std::span<const float> v() const { return v_; }
+  std::span<const float> min_scale() const { return min_scale_; }
+  std::span<const float> max_scale() const { return max_scale_; }
+  std::span<float> v() { return v_; }
+  std::span<float> min_scale() { return min_scale_; }
+  std::span<float> max_scale() { return max_scale_; }
+
+  // Group g's parameters at the current multipliers: the format's scale rule on (α·lo, β·hi).
+  qparams params(std::size_t g) const {
+    const value_range vr = range_[g];
+    return F::group_params(min_scale_[g] * vr.lo, max_scale_[g] * vr.hi, ts_);
+  }
+
+  // Starts from another rounding of the same weights (GPTQ's): each group's multipliers are set to the ratio of
+  // that rounding's scale to RTN's (the multipliers' upper bound is raised to it where it exceeds the bound), then
+  // V so that round(w/s + V) lands on that rounding's value t at the resulting scale: V = t/s − w/s clamped to
+  // [−½, ½] (exact wherever t is within half a step of w; elsewhere the nearest reachable neighbour).
+  void start_from(const quantized_matrix<F>& start) {
+    if (start.rows != rows_ || start.cols != cols_) throw quant_error("signround: start rounding does not match the weights");
+    if constexpr (trainable) {
+      const std::vector<float> t = dequantize(start);
+      for (index_t r = 0; r < rows_; ++r)
+        for (index_t g = 0; g < gpr_; ++g) {
+          const std::size_t gi = static_cast<std::size_t>(r * gpr_ + g);
+          const float rtn = params(gi).scale, target = start.params[gi].scale;
+          if (rtn > 0 && target > 0 && std::isfinite(target / rtn)) {
+            min_scale_[gi] = max_scale_[gi] = target / rtn;
+            upper_[gi] = std::max(upper_[gi], target / rtn);
+          }
+          const qparams p = params(gi);
+          for (index_t c = g * gw_; c < (g + 1) * gw_; ++c) {
+            const std::size_t i = static_cast<std::size_t>(r * cols_ + c);
+            v_[i] = std::clamp((t[i] - w_[i]) / p.scale, -0.5f, 0.5f);
+          }
+        }
+    }
+  }
+
+  // The rounding at the current state, as it would ship.
+  quantized_matrix<F> rounded() const {
+    if constexpr (!trainable) {
+      return quantize_rtn<F>(w_, rows_, cols_, ts_);
+    } else {
+      quantized_matrix<F> q{rows_, cols_, {}, {}, ts_};
+      q.codes.resize(w_.size());
+      q.params.resize(range_.size());
+      for (index_t r = 0; r < rows_; ++r)
+        for (index_t g = 0; g < gpr_; ++g) {
+          const std::size_t gi = static_cast<std::size_t>(r * gpr_ + g);
+          const qparams p = params(gi);
+          q.params[gi] = p;
+          for (index_t c = g * gw_; c < (g + 1) * gw_; ++c) {
+            const std::size_t i = static_cast<std::size_t>(r * cols_ + c);
+            q.codes[i] = static_cast<typename F::code_type>(F::quantize(w_[i] + v_[i] * p.scale, p));
+          }
+        }
+      return q;
+    }
+  }
+
+  // dL/d(V, min multiplier, max multiplier) given G = dL/dŴ (row-major [rows, cols]), by the straight-through
+  // estimator: ŵ = s·(q − z), q = round(u), u = w/s + V + z, dq/du = 1 while u rounds inside the codec's range.
+  // The scale follows the multipliers through the format's rule with the codec taken as exact (s ∝ its
+  // range: amax for symmetric formats, max − min for asymmetric ones); the zero point z = qmin − lo'/s.
+  void gradients(std::span<const float> G, std::vector<float>& gv, std::vector<float>& gmin, std::vector<float>& gmax) const {
+    gv.assign(v_.size(), 0.0f);
+    gmin.assign(range_.size(), 0.0f);
+    gmax.assign(range_.size(), 0.0f);
+    if constexpr (trainable) {
+      static const detail::element_bounds eb = detail::element_bounds_of<typename F::element>();
+      for (index_t r = 0; r < rows_; ++r)
+        for (index_t g = 0; g < gpr_; ++g) {
+          const std::size_t gi = static_cast<std::size_t>(r * gpr_ + g);
+          const qparams p = params(gi);
+          const float s = p.scale, z = static_cast<float>(p.zero);
+          double ds = 0.0, dz = 0.0;  // dL/ds, dL/dz of the group
+          for (index_t c = g * gw_; c < (g + 1) * gw_; ++c) {
+            const std::size_t i = static_cast<std::size_t>(r * cols_ + c);
+            const float u = w_[i] / s + v_[i] + z;
+            const std::uint32_t code = F::quantize(w_[i] + v_[i] * s, p);
+            const float q = F::dequantize(code, p) / s + z;  // the element value
+            const bool inside = u >= eb.lo - eb.half_lo && u <= eb.hi + eb.half_hi;
+            if (inside) {
+              gv[i] = G[i] * s;
+              ds += static_cast<double>(G[i]) * ((q - z) - w_[i] / s);
+            } else {
+              ds += static_cast<double>(G[i]) * (q - z);
+              dz += static_cast<double>(G[i]) * -s;
+            }
+          }
+          const value_range vr = range_[gi];
+          const float lo = min_scale_[gi] * vr.lo, hi = max_scale_[gi] * vr.hi;
+          double ds_dlo = 0, ds_dhi = 0, dz_dlo = 0;
+          if constexpr (F::asymmetric) {
+            const float mn = std::min(lo, 0.0f), mx = std::max(hi, 0.0f);
+            if (mx - mn > 0) {
+              const double k = s / (mx - mn);
+              ds_dhi = hi > 0 ? k : 0.0;
+              ds_dlo = lo < 0 ? -k : 0.0;
+              // z = qmin − mn/s: dz/dlo' = −1/s (direct) + (mn/s²)·ds/dlo'; dz/dhi' = (mn/s²)·ds/dhi'
+              const double zs = static_cast<double>(mn) / (static_cast<double>(s) * s);
+              dz_dlo = (lo < 0 ? -1.0 / s : 0.0) + zs * ds_dlo;
+              const double dL_dlo = ds * ds_dlo + dz * dz_dlo, dL_dhi = ds * ds_dhi + dz * zs * ds_dhi;
+              gmin[gi] = static_cast<float>(dL_dlo * vr.lo);
+              gmax[gi] = static_cast<float>(dL_dhi * vr.hi);
+            }
+          } else {
+            const float amax = std::max(std::abs(lo), std::abs(hi));
+            if (amax > 0) {
+              const double k = s / amax;
+              if (std::abs(hi) >= std::abs(lo)) ds_dhi = hi >= 0 ? k : -k;
+              else ds_dlo = lo >= 0 ? k : -k;
+              gmin[gi] = static_cast<float>(ds * ds_dlo * vr.lo);
+              gmax[gi] = static_cast<float>(ds * ds_dhi * vr.hi);
+            }
+          }
+        }
+    }
+  }
+
+  // One sign-SGD step (θ −= lr·sign(∂L/∂θ)); the multipliers are kept in [minmax_lo, minmax_hi].
+  void step(std::span<const float> G, float lr, float minmax_lr, const signround_options& o) {
+    if constexpr (trainable) {
+      gradients(G, gv_, gmin_, gmax_);
+      auto sgn = [](float x) { return static_cast<float>((x > 0) - (x < 0)); };
+      for (std::size_t i = 0; i < v_.size(); ++i) v_[i] -= lr * sgn(gv_[i]);
+      if (o.tune_minmax)
+        for (std::size_t g = 0; g < range_.size(); ++g) {
+          const float hi = std::max(o.minmax_hi, upper_[g]);
+          min_scale_[g] = std::clamp(min_scale_[g] - minmax_lr * sgn(gmin_[g]), o.minmax_lo, hi);
+          max_scale_[g] = std::clamp(max_scale_[g] - minmax_lr * sgn(gmax_[g]), o.minmax_lo, hi);
+        }
+    }
+  }
+
+  // The best iterate: save the current state, restore it later.
+  void keep() { best_ = {v_, min_scale_, max_scale_}; }
+  void restore() {
+    if (!best_.v.empty()) {
+      v_ = best_.v;
+      min_scale_ = best_.min_scale;
+      max_scale_ = best_.max_scale;
+    }
+  }
+
+ private:
+  std::span<const float> w_;
+  index_t rows_, cols_, gw_, gpr_;
+  float ts_;
+  std::vector<value_range> range_;  // per group, of the source weights
+  std::vector<float> v_, min_scale_, max_scale_;
+  std::vector<float> upper_;  // per group: a multiplier bound raised by start_from
+  std::vector<float> gv_, gmin_, gmax_;  // scratch
+  struct snapshot {
+    std::vector<float> v, min_scale, max_scale;
+  } best_;
+};
+
+}  // namespace pq
