@@ -16,6 +16,7 @@
 #include <iterator>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,7 @@
 #include <pq/pipeline/options.hpp>
 #include <pq/pipeline/progress.hpp>
 #include <pq/pipeline/rounded_store.hpp>
+#include <pq/pipeline/signround_pass.hpp>
 #include <pq/quant/quantize_linear.hpp>
 
 namespace pq::pipeline {
@@ -39,6 +41,9 @@ struct cost_table {
   std::vector<double> factor;  // per Linear: predicted loss per unit of quant's output error
   alloc::Problem problem;      // one option per (unit, format that accepts it): stored bits, predicted loss
   nlohmann::json summary;      // report.json "cost_table": roundings made now and reused
+  // --rounding signround | gptq+signround: per format, per unit, which rounding the store holds and the
+  // block-output errors that decided it (signround.json in the store); null for the per-Linear roundings.
+  nlohmann::json signround;
 };
 
 namespace detail {
@@ -112,6 +117,10 @@ class cost_table_builder {
     const auto work = std::filesystem::path(o_.out->string() + ".pq-work");
     t_.store = std::make_unique<rounded_store>(work / ("rounded-" + detail::hex(work_key(in_, o_))), in_.profile);
     t_.factor.assign(in_.profile.linears.size(), 1.0);
+    const auto sr_file = t_.store->dir() / "signround.json";
+    if (is_signround(*o_.method))
+      t_.signround = *o_.resume && std::filesystem::exists(sr_file) ? nlohmann::json::parse(detail::read_text(sr_file))
+                                                                    : nlohmann::json::object();
     long long todo = 0, total = 0;
     for (std::size_t ui = 0; ui < in_.profile.units.size(); ++ui)
       for (std::size_t fi = 0; fi < in_.formats.size(); ++fi) {
@@ -124,6 +133,7 @@ class cost_table_builder {
     if (in_.calib && (todo > 0 || !(*o_.resume && std::filesystem::exists(sens_file)))) {
       calibrate_and_round(todo);
       io::write_text_atomically(sens_file, nlohmann::json(t_.factor).dump() + "\n");
+      if (is_signround(*o_.method)) io::write_text_atomically(sr_file, t_.signround.dump(1) + "\n");
     } else if (in_.calib) {  // everything was rounded by an earlier run on the same inputs
       t_.factor = nlohmann::json::parse(detail::read_text(sens_file)).get<std::vector<double>>();
       if (t_.factor.size() != in_.profile.linears.size()) throw pipeline_error(sens_file.string() + ": does not match the model");
@@ -144,8 +154,26 @@ class cost_table_builder {
   }
 
  private:
+  // A stored rounding is reused only if it is final: for SignRound, if the block pass finished in its format
+  // (signround.json lists the format; a run stopped inside the pass leaves per-Linear roundings in the store).
   bool needs_rounding(std::size_t ui, std::size_t fi) const {
-    return in_.formats.rounds(in_.profile, in_.profile.units[ui], fi) && !(*o_.resume && t_.store->has(ui, in_.formats[fi].name));
+    const auto& f = in_.formats[fi].name;
+    const bool final = !is_signround(*o_.method) || t_.signround.contains(f);
+    return in_.formats.rounds(in_.profile, in_.profile.units[ui], fi) && !(*o_.resume && final && t_.store->has(ui, f));
+  }
+
+  // The formats the SignRound pass trains: those with a rounding made now (all of a format's units are then
+  // made now, see needs_rounding).
+  std::vector<std::string> signround_formats() const {
+    std::vector<std::string> out;
+    if (!is_signround(*o_.method)) return out;
+    for (std::size_t fi = 0; fi < in_.formats.size(); ++fi)
+      for (std::size_t ui = 0; ui < in_.profile.units.size(); ++ui)
+        if (needs_rounding(ui, fi)) {
+          out.push_back(in_.formats[fi].name);
+          break;
+        }
+    return out;
   }
 
   void calibrate_and_round(long long todo) {
@@ -153,6 +181,9 @@ class cost_table_builder {
     progress bar("calibrate + cost table", todo, log_);
     model::calibration_options co;
     co.gradient_sequences = std::min<Eigen::Index>(*o_.gradient_sequences, in_.calib->sequences);
+    std::optional<signround_pass> sr;
+    if (auto f = signround_formats(); !f.empty())
+      sr.emplace(*in_.runner, *in_.calib, std::move(f), signround_plan(*o_.method, *o_.signround_iters, *o_.jobs));
     const model::calibration_stats cs =
         model::calibrate_layers(*in_.runner, *in_.calib, co, [&](int layer, const model::layer_inputs& inputs) {
           std::map<const model::input_stats*, std::shared_ptr<const linear_stats>> sites;
@@ -165,9 +196,21 @@ class cost_table_builder {
             // predicted mean KL = 1/2 * s * tr(dW H dW^T) / T_model, and quant's output error is tr(dW H dW^T) / count.
             t_.factor[i] = 0.5 * static_cast<double>(in.tokens) / static_cast<double>(in_.calib->tokens());
           }
+          const auto stats_of = [&](const model::linear_info& l) { return sites.at(inputs.at(l.name).get()); };
           for (std::size_t ui = 0; ui < p.units.size(); ++ui)
-            if (p.units[ui].layer == layer)
-              round_unit(ui, [&](const model::linear_info& l) { return sites.at(inputs.at(l.name).get()); }, bar);
+            if (p.units[ui].layer == layer) round_unit(ui, stats_of, bar);
+          // SignRound replaces this layer's roundings now, while its statistics are still resident
+          if (sr) {
+            const auto input_amax = [&](const model::linear_info& l) {  // packed per unit, as round_unit does
+              float a = 0.0f;
+              for (int m : p.units[static_cast<std::size_t>(l.unit)].members)
+                a = std::max(a, stats_of(p.linears[static_cast<std::size_t>(m)])->amax);
+              return a;
+            };
+            const auto choices = sr->run_layer(layer, p, in_.src->dir(), *t_.store, stats_of, input_amax,
+                                               std::string(rounding_name(per_linear_rounding(*o_.method))));
+            for (const auto& [key, ch] : choices) t_.signround[key.second][p.units[key.first].name] = to_json(ch);
+          }
         });
     for (std::size_t i = 0; i < p.linears.size(); ++i) t_.factor[i] *= cs.linears.at(p.linears[i].name).sensitivity;
     bar.finish();

@@ -163,6 +163,11 @@ inline job_inputs open_inputs(const quantize_options& o, std::FILE* log) {
     std::fprintf(log, "warning: no calibration data and --no-self-calibration: costs are weight-only (H = I) and no "
                       "sensitivities are measured\n");
   if (!in.calib && *o.self_calibration) in.self = detail::self_calibration_plan(o, in);
+  // SignRound trains each layer on its calibration activations; H = I gives it nothing to fit.
+  if (is_signround(*o.method) && !in.calib && !in.self)
+    throw pipeline_error("--rounding " + std::string(rounding_cli_name(*o.method)) +
+                         " trains on calibration activations: give --calib or --calib-text, or drop --no-self-calibration");
+  if (*o.signround_iters < 0) throw pipeline_error("--signround-iters must not be negative");
   detail::check_budget_feasible(o, in);
   for (const auto& f : in.formats)
     if (f.traits.needs_activation_stats && !in.calib && !in.self)

@@ -107,7 +107,11 @@ struct quantize_options {
                                 "Without calibration data, do not sample calibration sequences from the model: "
                                 "weight-only costs (H = I)"};
   option<std::uint64_t> seed{0, "--seed", "Seed of self-calibration's sampling"};
-  option<rounding> method{rounding::gptq_sweep, "--rounding", "rtn | sweep | gptq | gptq+sweep", option_kind::keyed};
+  option<rounding> method{rounding::gptq_sweep, "--rounding", "rtn | sweep | gptq | gptq+sweep | signround | gptq+signround",
+                          option_kind::keyed};
+  option<int> signround_iters{200, "--signround-iters",
+                              "SignRound iterations per decoder layer (AutoRound's recipes: light 50, default 200, best 1000)",
+                              option_kind::keyed};
   option<std::string> pareto{{}, "--pareto", "Budgets of the Pareto sweep LO:HI:STEP (default: the feasible range by 1/8)"};
   option<int> jobs{0, "--jobs", "Threads (0: all cores)"};
   option<bool> force{false, "--force", "Replace an existing output directory"};

@@ -73,6 +73,7 @@ inline nlohmann::json run_quantize(const quantize_options& o, std::FILE* log = s
   const std::vector<std::string> formats = linear_formats(in.profile, in.formats, sel.chosen());
   report["tokens"] = in.tokens;
   report_assignment(report, o, in, sel, formats);
+  if (!table.signround.is_null()) report["unit_rounding"] = unit_roundings(table.signround, in, sel.chosen());
   export_checkpoint(in, table, formats, o, [&] {
     timings["export"] = seconds_since(t0);
     timings["total"] = seconds_since(t_start);

@@ -49,4 +49,17 @@ inline void report_assignment(nlohmann::json& r, const quantize_options& o, cons
   r["knee"] = s.knee() ? nlohmann::json(s.curve()[*s.knee()].bpp) : nlohmann::json(nullptr);
 }
 
+// --rounding signround | gptq+signround: the rounding each unit shipped with in its chosen format (SignRound's
+// or the per-Linear one it did not beat), from the cost table's signround choices; "none" for a format that
+// rounds nothing.
+inline nlohmann::json unit_roundings(const nlohmann::json& signround, const job_inputs& in, const std::vector<int>& chosen) {
+  nlohmann::json j = nlohmann::json::object();
+  for (std::size_t ui = 0; ui < chosen.size(); ++ui) {
+    const auto& u = in.profile.units[ui].name;
+    const auto& f = in.formats[static_cast<std::size_t>(chosen[ui])].name;
+    j[u] = signround.contains(f) && signround[f].contains(u) ? signround[f][u]["rounding"] : nlohmann::json("none");
+  }
+  return j;
+}
+
 }  // namespace pq::pipeline
