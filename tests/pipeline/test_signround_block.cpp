@@ -173,7 +173,7 @@ TEST_CASE("signround block: on a real layer of tiny-llama-code the block-output 
     o.iters = 0;
     layer_weights rtn = fp;
     pipeline::train_block(r.config(), rtn, trained, x, y, len, o, 2);
-    o.iters = 40;
+    o.iters = 25;  // the suite stays within seconds on CI's 2 cores; the error already falls well below RTN's
     o.batch = 4;
     layer_weights sr = fp;
     const auto t0 = std::chrono::steady_clock::now();
