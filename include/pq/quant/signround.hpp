@@ -94,28 +94,43 @@ class signround_state {
     return F::group_params(min_scale_[g] * vr.lo, max_scale_[g] * vr.hi, ts_);
   }
 
-  // Starts from another rounding of the same weights (GPTQ's): each group's multipliers are set to the ratio of
-  // that rounding's scale to RTN's (the multipliers' upper bound is raised to it where it exceeds the bound), then
-  // V so that round(w/s + V) lands on that rounding's value t at the resulting scale: V = t/s − w/s clamped to
-  // [−½, ½] (exact wherever t is within half a step of w; elsewhere the nearest reachable neighbour).
+  // Starts from another rounding of the same weights (GPTQ's) so that the state rounds exactly as it does.
+  // Scales: both multipliers of each group are set to the middle of the interval of multipliers at which the
+  // format's rule and scale codec give that rounding's scale (found by bisection; the rule is monotone in the
+  // multiplier), the multipliers' upper bound raised to it where it exceeds the bound. Offsets: GPTQ moves a
+  // weight by its error feedback, often by more than half a step, so V ∈ [−½, ½] about the source weight could
+  // not reach its code. The rounding base becomes the source weight moved, where it must be, to the nearest
+  // point of that code's rounding interval (bisection between the weight and the code's value); V starts at 0
+  // and SignRound then trains within a step of the start. Asymmetric formats: one multiplier of min and max keeps
+  // the source range's zero point, so where the start's differs each weight starts at the code nearest its value.
   void start_from(const quantized_matrix<F>& start) {
     if (start.rows != rows_ || start.cols != cols_) throw quant_error("signround: start rounding does not match the weights");
     if constexpr (trainable) {
       const std::vector<float> t = dequantize(start);
+      base_.assign(w_.begin(), w_.end());
       for (index_t r = 0; r < rows_; ++r)
         for (index_t g = 0; g < gpr_; ++g) {
           const std::size_t gi = static_cast<std::size_t>(r * gpr_ + g);
-          const float rtn = params(gi).scale, target = start.params[gi].scale;
-          if (rtn > 0 && target > 0 && std::isfinite(target / rtn)) {
-            min_scale_[gi] = max_scale_[gi] = target / rtn;
-            upper_[gi] = std::max(upper_[gi], target / rtn);
+          if (const float m = multiplier_for(gi, start.params[gi].scale); m > 0) {
+            min_scale_[gi] = max_scale_[gi] = m;
+            upper_[gi] = std::max(upper_[gi], m);
           }
           const qparams p = params(gi);
           for (index_t c = g * gw_; c < (g + 1) * gw_; ++c) {
             const std::size_t i = static_cast<std::size_t>(r * cols_ + c);
-            v_[i] = std::clamp((t[i] - w_[i]) / p.scale, -0.5f, 0.5f);
+            v_[i] = 0.0f;
+            const std::uint32_t code = F::quantize(t[i], p);  // start's code where p is its parameters
+            if (F::quantize(w_[i], p) == code) continue;
+            float in = F::dequantize(code, p), out = w_[i];  // `in` rounds to the code, `out` does not
+            for (int k = 0; k < 48 && in != out; ++k) {
+              const float mid = in + (out - in) / 2;
+              if (mid == in || mid == out) break;
+              (F::quantize(mid, p) == code ? in : out) = mid;
+            }
+            base_[i] = in;
           }
         }
+      w_ = base_;
     }
   }
 
@@ -216,6 +231,30 @@ class signround_state {
     }
   }
 
+  // The multiplier m (of both the group's min and max) at which the format's rule gives scale `target`: the
+  // middle of the interval of such m, or 0 where none does.
+  float multiplier_for(std::size_t gi, float target) const {
+    const value_range vr = range_[gi];
+    auto at = [&](float m) { return F::group_params(m * vr.lo, m * vr.hi, ts_); };
+    if (!(target > 0) || !std::isfinite(target) || !(at(1.0f).scale > 0)) return 0.0f;
+    float a = 0.0f, b = 1.0f;  // smallest m with scale(m) >= target lies in (a, b]
+    while (at(b).scale < target && b < 1e30f) b *= 2;
+    for (int k = 0; k < 64 && a < b; ++k) {
+      const float mid = a + (b - a) / 2;
+      if (mid == a || mid == b) break;
+      (at(mid).scale >= target ? b : a) = mid;
+    }
+    if (at(b).scale != target) return 0.0f;
+    float c = b, d = b;  // largest m with scale(m) <= target lies in [c, d)
+    while (at(d).scale <= target && d < 1e30f) d *= 2;
+    for (int k = 0; k < 64 && c < d; ++k) {
+      const float mid = c + (d - c) / 2;
+      if (mid == c || mid == d) break;
+      (at(mid).scale <= target ? c : d) = mid;
+    }
+    return b + (c - b) / 2;
+  }
+
   // The best iterate: save the current state, restore it later.
   void keep() { best_ = {v_, min_scale_, max_scale_}; }
   void restore() {
@@ -227,7 +266,8 @@ class signround_state {
   }
 
  private:
-  std::span<const float> w_;
+  std::span<const float> w_;  // the rounding base: the source weights, or base_ after start_from
+  std::vector<float> base_;
   index_t rows_, cols_, gw_, gpr_;
   float ts_;
   std::vector<value_range> range_;  // per group, of the source weights
