@@ -10,6 +10,7 @@ Prints the wall time of the quantization and the export.
 """
 import sys
 import time
+from pathlib import Path
 
 import torch
 from safetensors import safe_open
@@ -29,4 +30,10 @@ t0 = time.time()
 ar = AutoRound(model, tok, bits=4, group_size=128, sym=True, iters=iters, nsamples=calib.shape[0],
                seqlen=calib.shape[1], batch_size=8, dataset=data, device_map="cpu", amp=False)
 ar.quantize_and_save(out, format="llm_compressor")
+# auto_round 0.16 saves into OUT/<model>-w4g128/: move it up so that OUT is the checkpoint, as pq's --out is
+nested = [d for d in Path(out).iterdir() if d.is_dir() and (d / "config.json").exists()]
+if not (Path(out) / "config.json").exists() and len(nested) == 1:
+    for f in nested[0].iterdir():
+        f.rename(Path(out) / f.name)
+    nested[0].rmdir()
 print(f"autoround iters={iters} wall_s={time.time() - t0:.1f}")

@@ -36,10 +36,11 @@ bits=$(python3 -c "import json,math,sys; print(repr(math.nextafter(json.load(ope
        "$out/int4-gptq+sweep/report.json")
 menu=NVFP4,MXFP4,INT4_G128,MXFP8_E4M3,BF16
 for m in gptq+sweep gptq+signround; do
-  timed "mixed-$m" "$pq" quantize "${common[@]}" --out "$out/mixed-$m" --formats "$menu" --target-bits "$bits" \
-    --rounding "$m" --signround-iters "$menu_iters" --polish 6
-  timed "mixed475-$m" "$pq" quantize "${common[@]}" --out "$out/mixed475-$m" --formats "$menu" --target-bits 4.75 \
-    --rounding "$m" --signround-iters "$menu_iters" --polish 6
+  # one work folder for both budgets: the 4.75-bit run reuses the cost table (its wall time is the selection's)
+  timed "mixed-$m" "$pq" quantize "${common[@]}" --out "$out/mixed-$m" --work "$out/work-mixed-$m" --formats "$menu" \
+    --target-bits "$bits" --rounding "$m" --signround-iters "$menu_iters" --polish 6
+  timed "mixed475-$m" "$pq" quantize "${common[@]}" --out "$out/mixed475-$m" --work "$out/work-mixed-$m" --formats "$menu" \
+    --target-bits 4.75 --rounding "$m" --signround-iters "$menu_iters" --polish 6
 done
 names=(int4-gptq+sweep int4-signround int4-gptq+signround autoround mixed-gptq+sweep mixed-gptq+signround
        mixed475-gptq+sweep mixed475-gptq+signround)

@@ -114,7 +114,7 @@ class cost_table_builder {
   cost_table_builder(const job_inputs& in, const quantize_options& o, std::FILE* log) : in_(in), o_(o), log_(log) {}
 
   cost_table build() {
-    const auto work = std::filesystem::path(o_.out->string() + ".pq-work");
+    const auto work = o_.work->empty() ? std::filesystem::path(o_.out->string() + ".pq-work") : *o_.work;
     t_.store = std::make_unique<rounded_store>(work / ("rounded-" + detail::hex(work_key(in_, o_))), in_.profile);
     t_.factor.assign(in_.profile.linears.size(), 1.0);
     const auto sr_file = t_.store->dir() / "signround.json";

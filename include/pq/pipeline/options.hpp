@@ -122,8 +122,10 @@ struct quantize_options {
   option<int> eval_windows{0, "--eval-windows", "Use the first N evaluation windows (0: all)"};
   option<int> selection_windows{16, "--selection-windows", "Eval windows candidate selection measures on"};
   option<std::uint64_t> max_shard_bytes{5ull << 30, "--max-shard-bytes", "Largest safetensors shard of the checkpoint"};
+  option<path> work{{}, "--work",
+                    "Folder of the stored roundings, which later runs on the same inputs reuse (default: <out>.pq-work)"};
   option<bool> resume{true, "--no-resume",
-                      "Round everything again instead of reusing <out>.pq-work/ from an earlier run on the same inputs"};
+                      "Round everything again instead of reusing the work folder of an earlier run on the same inputs"};
   option<std::string> device{"cpu", "--device", "cpu (cuda: not in this version)"};
 };
 
