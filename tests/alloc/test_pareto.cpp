@@ -170,10 +170,42 @@ TEST_CASE("reports: JSON, table and SVG carry the solution, the curve and the kn
   CHECK(contains(table, "NVFP4"));
   CHECK(contains(table, "* knee"));
 
-  const std::string svg = pareto_svg(curve, k, &chosen);
+  pareto_plot plot{"tiny & <model>: NVFP4,BF16", curve, k, {}, 8.0, chosen, 0.0125};
+  plot.measured = {{chosen.bpp, 0.0125, measured_kind::candidate, "target"},
+                   {curve.front().bpp, 0.05, measured_kind::uniform, "NVFP4"},
+                   {chosen.bpp, 0.013, measured_kind::polish, "polish u1", false},
+                   {chosen.bpp, 0.0125, measured_kind::polish, "polish u2", true}};
+  const std::string svg = pareto_svg(plot);
   CHECK(svg.rfind("<svg ", 0) == 0);
   CHECK(contains(svg, "</svg>"));
+  CHECK(contains(svg, "tiny &amp; &lt;model&gt;: NVFP4,BF16"));  // the title, escaped
   CHECK(contains(svg, "<title>knee</title>"));
-  CHECK(contains(svg, "<title>chosen</title>"));
+  CHECK(contains(svg, "<title>shipped</title>"));
+  CHECK(contains(svg, "<title>target</title>"));
+  CHECK(contains(svg, ">bits per weight<"));
+  CHECK(contains(svg, ">predicted loss<"));
+  CHECK(contains(svg, ">measured KL (selection windows)<"));
+  CHECK(contains(svg, "shipped " + detail::fmt_num("%.3f", chosen.bpp) + ", KL 0.0125"));
+  std::size_t marks = 0;
+  for (std::size_t at = svg.find("class=\"measured\""); at != std::string::npos; at = svg.find("class=\"measured\"", at + 1)) ++marks;
+  CHECK(marks == plot.measured.size());
+  CHECK(contains(svg, "fill=\"none\" stroke=\"#e6550d\""));  // the rejected polish trial is hollow
   CHECK(std::count(svg.begin(), svg.end(), '<') == std::count(svg.begin(), svg.end(), '>'));
+
+  // Tick labels stay clear of the axis titles: every left (right) tick label, at about 7 px per character of
+  // 12 px sans-serif, ends at least 7 px (half the rotated title's line) from the title's centre line.
+  auto tick_labels = [&](const std::string& cls) {
+    std::vector<std::pair<double, std::size_t>> out;  // x, characters
+    for (std::size_t at = svg.find("class=\"" + cls + "\""); at != std::string::npos; at = svg.find("class=\"" + cls + "\"", at + 1)) {
+      const double x = std::stod(svg.substr(svg.find("x=\"", at) + 3));
+      const std::size_t open = svg.find('>', at) + 1;
+      out.emplace_back(x, svg.find('<', open) - open);
+    }
+    return out;
+  };
+  const auto left = tick_labels("ltick"), right = tick_labels("rtick");
+  CHECK(left.size() == 5);
+  CHECK(right.size() == 5);
+  for (const auto& [x, n] : left) CHECK(x - 7.0 * static_cast<double>(std::max<std::size_t>(n, 9)) >= pareto_layout::left_title_x + 7);
+  for (const auto& [x, n] : right) CHECK(x + 7.0 * static_cast<double>(std::max<std::size_t>(n, 9)) <= pareto_layout::right_title_x - 7);
 }

@@ -29,6 +29,16 @@
 
 namespace pq::pipeline {
 
+// pareto.svg's title: the model, the menu, the budget and the rounding.
+inline std::string plot_title(const quantize_options& o) {
+  std::string menu;
+  for (const auto& f : *o.formats) menu += (menu.empty() ? "" : ",") + f;
+  char bits[32];
+  std::snprintf(bits, sizeof bits, "%g", *o.target_bits);
+  const auto dir = o.model->has_filename() ? o.model->filename() : o.model->parent_path().filename();
+  return dir.string() + ": " + menu + " at " + bits + " bits per weight, " + std::string(rounding_cli_name(*o.method));
+}
+
 inline nlohmann::json run_quantize(const quantize_options& o, std::FILE* log = stderr) {
   const auto t_start = stage_clock::now();
   nlohmann::json report;
@@ -79,7 +89,7 @@ inline nlohmann::json run_quantize(const quantize_options& o, std::FILE* log = s
     timings["total"] = seconds_since(t_start);
     report["peak_rss_bytes"] = peak_rss_bytes();
     return std::vector<std::pair<std::string, std::string>>{
-        {"report.json", report.dump(2) + "\n"}, {"pareto.svg", alloc::pareto_svg(sel.curve(), sel.knee(), nullptr)}};
+        {"report.json", report.dump(2) + "\n"}, {"pareto.svg", alloc::pareto_svg(sel.plot(plot_title(o)))}};
   }, log);
   timings["export"] = seconds_since(t0);
   timings["total"] = seconds_since(t_start);

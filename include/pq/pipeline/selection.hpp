@@ -21,6 +21,7 @@
 
 #include <pq/alloc/pareto.hpp>
 #include <pq/alloc/solver.hpp>
+#include <pq/alloc/svg.hpp>
 #include <pq/pipeline/options.hpp>
 
 namespace pq::pipeline {
@@ -74,6 +75,7 @@ class selection {
       if (it->second < best) {
         best = it->second;
         chosen_ = a;
+        chosen_kl_ = best;
       }
       return it->second;
     };
@@ -95,7 +97,25 @@ class selection {
   const std::optional<std::size_t>& knee() const { return knee_; }
   const alloc::Assignment& target() const { return target_; }
   const std::vector<int>& chosen() const { return chosen_; }
+  const std::optional<double>& chosen_kl() const { return chosen_kl_; }  // on the selection windows, once validated
   const nlohmann::json& measurements() const { return log_; }  // report.json "validation"
+
+  // pareto.svg: the sweep, every measurement of validate() and the shipped build.
+  alloc::pareto_plot plot(std::string title) const {
+    alloc::pareto_plot p{std::move(title), curve_, knee_, {}, o_.target_bits, alloc::Assignment{}, chosen_kl_};
+    for (const auto& m : log_) {
+      const std::string why = m.at("candidate");
+      alloc::measured_point pt{m.at("bpp"), m.at("kl_selection"), alloc::measured_kind::candidate, why};
+      if (why == "uniform") pt.kind = alloc::measured_kind::uniform, pt.label = m.at("format");
+      if (why == "polish") pt.kind = alloc::measured_kind::polish, pt.accepted = m.at("accepted"), pt.label = "polish " + std::string(m.at("unit"));
+      p.measured.push_back(std::move(pt));
+    }
+    p.chosen->format = chosen_;
+    p.chosen->bits = bits_of(chosen_);
+    p.chosen->bpp = bpp_of(chosen_);
+    p.chosen->loss = loss_of(chosen_);
+    return p;
+  }
   const std::map<double, double>& kl_at() const { return kl_at_; }  // measured KL by the bpp of a curve point
 
   std::int64_t budget_bits() const { return alloc::budget_bits(o_.target_bits, solver_.params()); }
@@ -188,10 +208,11 @@ class selection {
       const bool accept = kl < best;
       log_.push_back({{"candidate", "polish"}, {"unit", units[mv.unit].name},
                       {"to", problem_->format_names[static_cast<std::size_t>(mv.to)]}, {"bpp", bpp_of(cand)},
-                      {"kl_selection", kl}, {"accepted", accept}});
+                      {"predicted", loss_of(cand)}, {"kl_selection", kl}, {"accepted", accept}});
       if (accept) {
         best = kl;
         chosen_ = cand;
+        chosen_kl_ = best;
       }
     }
   }
@@ -203,6 +224,7 @@ class selection {
   std::optional<std::size_t> knee_;
   alloc::Assignment target_;
   std::vector<int> chosen_;
+  std::optional<double> chosen_kl_;
   nlohmann::json log_ = nlohmann::json::array();
   std::map<double, double> kl_at_;
 };
