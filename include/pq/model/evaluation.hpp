@@ -5,7 +5,6 @@
 
 #include <charconv>
 #include <limits>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -94,18 +93,20 @@ private:
     const Eigen::Index len = tokens_.length;
     const double eps = source_->config().rms_eps;
     const bool is_reference = &final_hidden == &hidden_.back();  // the source itself: one lm_head product
-    eval_result r;
-    std::mutex m;
+    // per sequence, summed in sequence order: the same measurement whatever order the threads finish in
+    std::vector<detail::position_losses> per(static_cast<std::size_t>(final_hidden.rows() / len));
     detail::for_each_chunk(final_hidden.rows(), len, len, source_->options().threads,
                            [&](Eigen::Index r0, Eigen::Index) {
                              const matrix ref = runner::logits(head_, hidden_.back().middleRows(r0, len), eps);
-                             const auto l = detail::sequence_losses(
+                             per[static_cast<std::size_t>(r0 / len)] = detail::sequence_losses(
                                  ref, is_reference ? ref : runner::logits(head_, final_hidden.middleRows(r0, len), eps),
                                  tokens_, r0 / len);
-                             std::lock_guard lock(m);
-                             r.kl += l.kl;
-                             r.nll += l.nll;
                            });
+    eval_result r;
+    for (const auto& l : per) {
+      r.kl += l.kl;
+      r.nll += l.nll;
+    }
     r.kl_positions = tokens_.tokens();
     r.nll_positions = tokens_.sequences * (len - 1);
     r.kl /= static_cast<double>(r.kl_positions);
