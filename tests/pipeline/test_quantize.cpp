@@ -160,3 +160,61 @@ TEST_CASE("an interrupted cost table resumes from the roundings already stored")
   CHECK(resumed["shipped"]["kl"] == whole["shipped"]["kl"]);
   CHECK(resumed["predicted_loss"] == whole["predicted_loss"]);
 }
+
+// gptq+signround: SignRound starts exactly from GPTQ + sweep's stored rounding (so at zero iterations every unit's
+// two candidates have the same block-output error and the build is GPTQ + sweep's), training never keeps a
+// rounding with a higher block error than the one it replaces, report.json says what each unit shipped with, and
+// a run with another output folder and budget on the same --work folder reuses every rounding, SignRound's too.
+TEST_CASE("gptq+signround: starts from GPTQ exactly, keeps the lower block error, reuses a shared work folder") {
+  fixture fx;
+  auto base = fx.options("gptq");
+  base.formats = {"INT4_G128", "BF16"};
+  base.polish_trials = 0;
+  const auto gptq = pipeline::run_quantize(base, quiet());
+
+  auto zero = fx.options("sr0");
+  zero.formats = base.formats;
+  zero.polish_trials = 0;
+  zero.method = rounding::gptq_signround;
+  zero.signround_iters = 0;
+  const auto r0 = pipeline::run_quantize(zero, quiet());
+  const auto sr0 = nlohmann::json::parse(std::ifstream(fs::path(r0["work_dir"].get<std::string>()) / "signround.json"));
+  REQUIRE(sr0.contains("INT4_G128"));
+  CHECK_FALSE(sr0.contains("BF16"));  // a passthrough format has nothing to train
+  for (const auto& [unit, c] : sr0["INT4_G128"].items()) {
+    CAPTURE(unit);
+    CHECK(c["block_error_signround"].get<double>() == c["block_error_stored"].get<double>());
+    CHECK(c["rounding"] == "gptq_sweep");
+  }
+  CHECK(r0["assignment"] == gptq["assignment"]);
+  CHECK(r0["shipped"]["kl"] == gptq["shipped"]["kl"]);
+
+  auto trained = zero;
+  trained.out = fx.root / "sr4";
+  trained.work = fx.root / "shared-work";
+  trained.signround_iters = 4;
+  const auto r4 = pipeline::run_quantize(trained, quiet());
+  const auto sr4 = nlohmann::json::parse(std::ifstream(fs::path(r4["work_dir"].get<std::string>()) / "signround.json"));
+  CHECK(fs::path(r4["work_dir"].get<std::string>()).parent_path() == fx.root / "shared-work");
+  for (const auto& [unit, c] : sr4["INT4_G128"].items()) {
+    CAPTURE(unit);
+    const double kept = c["rounding"] == "signround" ? c["block_error_signround"].get<double>() : c["block_error_stored"].get<double>();
+    CHECK(kept <= std::min(c["block_error_signround"].get<double>(), c["block_error_stored"].get<double>()));
+    CHECK(c["train_best_loss"].get<double>() <= c["train_first_loss"].get<double>());
+  }
+  int int4_units = 0;  // a unit names the rounding signround.json kept for it, or "none" where it shipped in BF16
+  for (const auto& [unit, how] : r4["unit_rounding"].items()) {
+    CAPTURE(unit);
+    if (how == "none") continue;
+    ++int4_units;
+    CHECK(how == sr4["INT4_G128"][unit]["rounding"]);
+  }
+  CHECK(int4_units > 0);
+
+  auto again = trained;
+  again.out = fx.root / "sr4-6bits";
+  again.target_bits = 6.0;
+  const auto r6 = pipeline::run_quantize(again, quiet());
+  CHECK(r6["cost_table"]["rounded_now"].get<long long>() == 0);
+  CHECK(r6["work_dir"] == r4["work_dir"]);
+}

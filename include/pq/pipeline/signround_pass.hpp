@@ -3,9 +3,9 @@
 // At layer i the whole layer is trained with every Linear that accepts f in f (pricing decision, docs/quant.md:
 // SignRound), on the f-stream's input against the full-precision layer's output on the full-precision input.
 // Each decision unit then keeps, per format, the candidate rounding (the one the cost table already stored,
-// e.g. GPTQ + sweep, or SignRound's) with the lower measured block-output error: the layer's output with only
-// that unit rounded, on the full-precision input of the first `compare_sequences` calibration sequences. The
-// f-stream advances through the layer as the kept roundings make it.
+// e.g. GPTQ + sweep, or SignRound's) with the lower measured block-output error of the layer, the other
+// trained units in SignRound's roundings, on the full-precision input of the first `compare_sequences`
+// calibration sequences. The f-stream advances through the layer as the kept roundings make it.
 #pragma once
 #include <algorithm>
 #include <limits>
@@ -39,6 +39,8 @@ struct signround_pass_options {
 // What a unit shipped with in one format, and the block-output errors that decided it.
 struct signround_choice {
   std::string rounding;  // "signround" or the stored rounding's name
+  // block-output MSE of the layer with every trained unit in SignRound's rounding, and with this unit in the
+  // stored rounding instead (the rest still SignRound's; measured only where the stored one is a candidate)
   double block_error_stored = 0.0, block_error_signround = 0.0;
   double first_loss = 0.0, best_loss = 0.0;  // the layer's training (batch losses)
   int best_iter = 0;
@@ -117,24 +119,26 @@ class signround_pass {
       model::layer_weights q = fp;
       const block_training t = train_block(c, q, trained, x_q_.at(f), y, len_, o_.train, o_.threads);
       auto slots = layer_linears(q);
-      // per unit: the stored rounding or SignRound's, by block-output error with only that unit rounded
+      auto error_of = [&](const model::layer_weights& lw) {
+        const model::matrix out = block_output(c, lw, x_cmp, len_, o_.threads);
+        return static_cast<double>((out - y_cmp).cast<double>().squaredNorm()) / static_cast<double>(out.size());
+      };
+      // Per unit: SignRound's rounding or the stored one, judged in the context SignRound trained it in (the
+      // layer's other units in SignRound's roundings): SignRound tunes a layer's Linears jointly, so their
+      // errors partly cancel, and a unit measured alone (the rest in full precision) would look worse than
+      // a rounding that minimised its own output error (GPTQ's) even where the layer is better with it.
+      const model::layer_weights q_trained = q;
+      const double error_trained = error_of(q_trained);
       for (std::size_t ui : fitting) {
         const auto& u = profile.units[ui];
-        auto error_with = [&](auto&& weight_of) {
-          model::layer_weights one = fp;
-          auto s = layer_linears(one);
-          for (int m : u.members) {
-            const auto& l = profile.linears[static_cast<std::size_t>(m)];
-            s.at(l.name)->weight = weight_of(static_cast<std::size_t>(m), l);
-          }
-          const model::matrix out = block_output(c, one, x_cmp, len_, o_.threads);
-          return static_cast<double>((out - y_cmp).cast<double>().squaredNorm()) / static_cast<double>(out.size());
-        };
-        signround_choice ch{"signround", 0.0, 0.0, t.first_loss, t.best_loss, t.best_iter};
-        ch.block_error_signround = error_with([&](std::size_t, const model::linear_info& l) { return slots.at(l.name)->weight; });
+        signround_choice ch{"signround", 0.0, error_trained, t.first_loss, t.best_loss, t.best_iter};
         bool use_sr = true;
         if (o_.keep_stored) {
-          ch.block_error_stored = error_with([&](std::size_t li, const model::linear_info&) { return store.dequantized(li, f); });
+          model::layer_weights swapped = q_trained;
+          auto s = layer_linears(swapped);
+          for (int m : u.members)
+            s.at(profile.linears[static_cast<std::size_t>(m)].name)->weight = store.dequantized(static_cast<std::size_t>(m), f);
+          ch.block_error_stored = error_of(swapped);
           use_sr = ch.block_error_signround < ch.block_error_stored;
         }
         if (use_sr) {
