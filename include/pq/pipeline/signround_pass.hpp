@@ -2,10 +2,10 @@
 // and, per format f of the menu, one quantized stream of the calibration activations advance layer by layer.
 // At layer i the whole layer is trained with every Linear that accepts f in f (pricing decision, docs/quant.md:
 // SignRound), on the f-stream's input against the full-precision layer's output on the full-precision input.
-// Each decision unit then keeps, per format, the candidate rounding (the one the cost table already stored,
-// e.g. GPTQ + sweep, or SignRound's) with the lower measured block-output error of the layer, the other
-// trained units in SignRound's roundings, on the full-precision input of the first `compare_sequences`
-// calibration sequences. The f-stream advances through the layer as the kept roundings make it.
+// Each layer then keeps, per format and for all its units, the candidate roundings (the ones the cost table
+// already stored, e.g. GPTQ + sweep, or SignRound's) with the lower measured block-output error, on the
+// f-stream's first `compare_sequences` calibration sequences. The f-stream advances through the layer as the
+// kept roundings make it.
 #pragma once
 #include <algorithm>
 #include <limits>
@@ -39,8 +39,8 @@ struct signround_pass_options {
 // What a unit shipped with in one format, and the block-output errors that decided it.
 struct signround_choice {
   std::string rounding;  // "signround" or the stored rounding's name
-  // block-output MSE of the layer with every trained unit in SignRound's rounding, and with this unit in the
-  // stored rounding instead (the rest still SignRound's; measured only where the stored one is a candidate)
+  // block-output MSE of the unit's layer with its trained units in SignRound's roundings, and in the stored
+  // ones (measured only where the stored rounding is a candidate); the layer keeps the lower, for all its units
   double block_error_stored = 0.0, block_error_signround = 0.0;
   double first_loss = 0.0, best_loss = 0.0;  // the layer's training (batch losses)
   int best_iter = 0;
@@ -82,7 +82,7 @@ class signround_pass {
     const model::layer_weights fp = r_->load_layer(layer);
     const model::matrix y = block_output(c, fp, x_fp_, len_, o_.threads);
     const Eigen::Index nc = std::min<Eigen::Index>(o_.compare_sequences, x_fp_.rows() / len_) * len_;
-    const model::matrix x_cmp = x_fp_.topRows(nc), y_cmp = y.topRows(nc);
+    const model::matrix y_cmp = y.topRows(nc);
     std::vector<std::size_t> units;
     for (std::size_t ui = 0; ui < profile.units.size(); ++ui)
       if (profile.units[ui].layer == layer) units.push_back(ui);
@@ -119,28 +119,31 @@ class signround_pass {
       model::layer_weights q = fp;
       const block_training t = train_block(c, q, trained, x_q_.at(f), y, len_, o_.train, o_.threads);
       auto slots = layer_linears(q);
+      // The layer's block error on the f-stream's first `compare_sequences` sequences (the input this layer
+      // sees when the layers before it are in f, as in training), against the full-precision output.
+      const model::matrix x_cmp = x_q_.at(f).topRows(nc);
       auto error_of = [&](const model::layer_weights& lw) {
         const model::matrix out = block_output(c, lw, x_cmp, len_, o_.threads);
         return static_cast<double>((out - y_cmp).cast<double>().squaredNorm()) / static_cast<double>(out.size());
       };
-      // Per unit: SignRound's rounding or the stored one, judged in the context SignRound trained it in (the
-      // layer's other units in SignRound's roundings): SignRound tunes a layer's Linears jointly, so their
-      // errors partly cancel, and a unit measured alone (the rest in full precision) would look worse than
-      // a rounding that minimised its own output error (GPTQ's) even where the layer is better with it.
-      const model::layer_weights q_trained = q;
-      const double error_trained = error_of(q_trained);
+      // SignRound's roundings or the stored ones, for the whole layer at once: SignRound tunes a layer's Linears
+      // jointly, so their errors partly cancel; a unit judged alone (the rest in full precision) or swapped
+      // alone into the trained layer is judged out of that context (both tried: docs/quant.md).
+      const double error_trained = error_of(q);
+      double error_stored = 0.0;
+      if (o_.keep_stored) {
+        model::layer_weights stored = q;
+        auto s = layer_linears(stored);
+        for (std::size_t ui : fitting)
+          for (int m : profile.units[ui].members)
+            s.at(profile.linears[static_cast<std::size_t>(m)].name)->weight = store.dequantized(static_cast<std::size_t>(m), f);
+        error_stored = error_of(stored);
+      }
+      const bool use_sr = !o_.keep_stored || error_trained < error_stored;
       for (std::size_t ui : fitting) {
         const auto& u = profile.units[ui];
-        signround_choice ch{"signround", 0.0, error_trained, t.first_loss, t.best_loss, t.best_iter};
-        bool use_sr = true;
-        if (o_.keep_stored) {
-          model::layer_weights swapped = q_trained;
-          auto s = layer_linears(swapped);
-          for (int m : u.members)
-            s.at(profile.linears[static_cast<std::size_t>(m)].name)->weight = store.dequantized(static_cast<std::size_t>(m), f);
-          ch.block_error_stored = error_of(swapped);
-          use_sr = ch.block_error_signround < ch.block_error_stored;
-        }
+        const signround_choice ch{use_sr ? "signround" : stored_rounding, error_stored, error_trained, t.first_loss,
+                                  t.best_loss, t.best_iter};
         if (use_sr) {
           std::vector<std::vector<packed_tensor>> tensors;
           std::vector<double> errors;
@@ -154,7 +157,6 @@ class signround_pass {
           }
           store.put(ui, f, tensors, errors);
         } else {
-          ch.rounding = stored_rounding;
           for (int m : u.members) {  // the f-stream continues through the stored rounding
             const auto& l = profile.linears[static_cast<std::size_t>(m)];
             slots.at(l.name)->weight = store.dequantized(static_cast<std::size_t>(m), f);
