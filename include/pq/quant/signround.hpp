@@ -57,6 +57,18 @@ element_bounds element_bounds_of() {
   }
   return {w1, v1, (w2 - w1) / 2, (v1 - v2) / 2};
 }
+
+// Bisection between `yes` (pred true) and `no` (pred false) over at most `steps` halvings: the last point
+// found on the `yes` side, as close to `no` as float resolution and `steps` allow.
+template <class Pred>
+float bisect(float yes, float no, int steps, Pred&& pred) {
+  for (int k = 0; k < steps && yes != no; ++k) {
+    const float mid = yes + (no - yes) / 2;
+    if (mid == yes || mid == no) break;
+    (pred(mid) ? yes : no) = mid;
+  }
+  return yes;
+}
 }  // namespace detail
 
 // One Linear's SignRound state in format F. The source weights are referenced, not copied.
@@ -121,13 +133,8 @@ class signround_state {
             v_[i] = 0.0f;
             const std::uint32_t code = F::quantize(t[i], p);  // start's code where p is its parameters
             if (F::quantize(w_[i], p) == code) continue;
-            float in = F::dequantize(code, p), out = w_[i];  // `in` rounds to the code, `out` does not
-            for (int k = 0; k < 48 && in != out; ++k) {
-              const float mid = in + (out - in) / 2;
-              if (mid == in || mid == out) break;
-              (F::quantize(mid, p) == code ? in : out) = mid;
-            }
-            base_[i] = in;
+            base_[i] = detail::bisect(F::dequantize(code, p), w_[i], 48,
+                                      [&](float x) { return F::quantize(x, p) == code; });
           }
         }
       w_ = base_;
@@ -237,21 +244,13 @@ class signround_state {
     const value_range vr = range_[gi];
     auto at = [&](float m) { return F::group_params(m * vr.lo, m * vr.hi, ts_); };
     if (!(target > 0) || !std::isfinite(target) || !(at(1.0f).scale > 0)) return 0.0f;
-    float a = 0.0f, b = 1.0f;  // smallest m with scale(m) >= target lies in (a, b]
+    float b = 1.0f;  // the smallest m with scale(m) >= target lies in (0, b]
     while (at(b).scale < target && b < 1e30f) b *= 2;
-    for (int k = 0; k < 64 && a < b; ++k) {
-      const float mid = a + (b - a) / 2;
-      if (mid == a || mid == b) break;
-      (at(mid).scale >= target ? b : a) = mid;
-    }
+    b = detail::bisect(b, 0.0f, 64, [&](float m) { return at(m).scale >= target; });
     if (at(b).scale != target) return 0.0f;
-    float c = b, d = b;  // largest m with scale(m) <= target lies in [c, d)
+    float d = b;  // the largest m with scale(m) <= target lies in [b, d)
     while (at(d).scale <= target && d < 1e30f) d *= 2;
-    for (int k = 0; k < 64 && c < d; ++k) {
-      const float mid = c + (d - c) / 2;
-      if (mid == c || mid == d) break;
-      (at(mid).scale <= target ? c : d) = mid;
-    }
+    const float c = detail::bisect(b, d, 64, [&](float m) { return at(m).scale <= target; });
     return b + (c - b) / 2;
   }
 
