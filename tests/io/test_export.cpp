@@ -147,10 +147,11 @@ std::size_t matching_targets(const nlohmann::json& qc, const std::string& module
   return hits;
 }
 
-void check_export(const std::string& model_name, const std::string& format) {
+void check_export(const fs::path& model, const std::string& format) {
+  const std::string model_name = model.filename().string();
   CAPTURE(model_name);
   CAPTURE(format);
-  const auto src = io::model_dir::open(models() / model_name);
+  const auto src = io::model_dir::open(model);
   const auto prof = arch::make_profile(arch::parse_config(src.config_json(), "config.json"));
   const fs::path out = fs::temp_directory_path() / ("pq_test_export_" + model_name + "_" + format);
   fs::remove_all(out);
@@ -197,8 +198,12 @@ void check_export(const std::string& model_name, const std::string& format) {
         CHECK(nk[1] == l.cols);
       }
     }
+  // Experts stored packed are written per expert: their packed tensors are replaced too.
   std::set<std::string> replaced;
-  for (const auto& l : prof.linears) replaced.insert(l.name + ".weight");
+  for (const auto& l : prof.linears) {
+    replaced.insert(l.name + ".weight");
+    if (const auto packed = src.packed_source(l.name + ".weight")) replaced.insert(*packed);
+  }
   for (const auto& name : src.tensor_names()) {
     if (replaced.contains(name)) continue;
     expected_names.insert(name);
@@ -273,8 +278,79 @@ TEST_CASE("both test models export uniformly in every exportable format and deco
   CHECK(formats.size() == 8);  // NVFP4, NVFP4A16, MXFP4, MXFP8_E4M3, FP8_CHANNEL, INT4_G128(_ASYM), INT8_CHANNEL
   for (const std::string model : {"tiny-llama-code", "tiny-qwen2moe-code"}) {
     if (!have(model)) continue;
-    for (const auto& f : formats) check_export(model, f);
+    for (const auto& f : formats) check_export(models() / model, f);
   }
+}
+
+fs::path hybrid_model() { return fs::path(PQ_SOURCE_DIR) / "tests" / "models" / "tiny-qwen3_5moe-code"; }
+
+TEST_CASE("tiny-qwen3_5moe-code (experts packed as released) exports per expert in every exportable format") {
+  const auto src = io::model_dir::open(hybrid_model());
+  std::size_t packed = 0;
+  for (const auto& name : src.tensor_names())
+    if (name.ends_with(".experts.gate_up_proj") || name.ends_with(".experts.down_proj")) ++packed;
+  CHECK(packed == 2 * 5);  // 4 decoder layers and the MTP layer
+  // The formats every Linear's shape admits (the experts' down_proj has 64 columns: no INT4 group of 128).
+  const auto prof = arch::make_profile(arch::parse_config(src.config_json(), "config.json"));
+  std::size_t exported = 0;
+  for (const auto& f : exportable_formats()) {
+    const bool fits = visit_format(f, [&](auto fmt) {
+      return std::all_of(prof.linears.begin(), prof.linears.end(),
+                         [](const auto& l) { return accepts<decltype(fmt)>(l.rows, l.cols); });
+    });
+    if (!fits) continue;
+    check_export(hybrid_model(), f);
+    ++exported;
+  }
+  CHECK(exported == 6);  // all but the two INT4_G128 formats
+}
+
+TEST_CASE("packed experts kept in BF16 are written per expert, byte for byte the slices of the packed tensors") {
+  const auto src = io::model_dir::open(hybrid_model());
+  const auto prof = arch::make_profile(arch::parse_config(src.config_json(), "config.json"));
+  std::vector<std::string> formats(prof.linears.size(), "NVFP4");
+  std::vector<std::string> experts;
+  for (const auto& u : prof.units)
+    if (u.name.ends_with("mlp.experts") && u.name.find(".layers.0.") == std::string::npos)  // layer 0: NVFP4 experts
+      for (int m : u.members) {
+        formats[static_cast<std::size_t>(m)] = "BF16";
+        experts.push_back(prof.linears[static_cast<std::size_t>(m)].name);
+      }
+  REQUIRE(experts.size() == 3 * 8 * 3);
+  const fs::path out = fs::temp_directory_path() / "pq_test_export_packed_bf16";
+  fs::remove_all(out);
+  {
+    io::ct_export exporter(src, prof, formats, out, {.max_shard_bytes = 4u << 20, .force = false});
+    visit_format("NVFP4", [&](auto f) {
+      using F = decltype(f);
+      for (std::size_t i = 0; i < prof.linears.size(); ++i) {
+        if (formats[i] != "NVFP4") continue;
+        const auto& l = prof.linears[i];
+        const auto w = io::to_float(src.tensor(l.name + ".weight"));
+        exporter.write_linear(i, pack(quantize_rtn<F>(w, l.rows, l.cols, F::tensor_scale(weight_amax(w))), 1.0f));
+      }
+    });
+    exporter.finish();
+  }
+  const auto dir = io::model_dir::open(out);
+  for (const auto& e : experts) {
+    REQUIRE_MESSAGE(dir.tensor_names().end() !=
+                        std::find(dir.tensor_names().begin(), dir.tensor_names().end(), e + ".weight"), e);
+    CHECK_MESSAGE(same_bytes(dir.tensor(e + ".weight"), src.tensor(e + ".weight")), e);
+  }
+  for (const auto& name : dir.tensor_names()) {
+    const bool packed = name.ends_with(".experts.gate_up_proj") || name.ends_with(".experts.down_proj");
+    CHECK_MESSAGE((!packed || name.starts_with("mtp.")), name);  // the MTP layer's experts, not in the profile
+  }
+  // The source's bytes of one expert, independently of model_dir's slicing: expert 5's up_proj is rows
+  // [5*2I + I, 5*2I + 2I) of layer 1's gate_up_proj [E, 2I, H].
+  const std::string layer1 = "model.language_model.layers.1.mlp.experts.";
+  const auto& packed_t = src.tensor(layer1 + "gate_up_proj");
+  const std::int64_t I = packed_t.shape[1] / 2, H = packed_t.shape[2];
+  const auto& up5 = dir.tensor(layer1 + "5.up_proj.weight");
+  REQUIRE(up5.shape == std::vector<std::int64_t>{I, H});
+  CHECK(std::equal(up5.data.begin(), up5.data.end(), packed_t.data.begin() + (5 * 2 * I + I) * H * 2));
+  fs::remove_all(out);
 }
 
 TEST_CASE("export refusals leave nothing behind and never touch the source") {

@@ -3,6 +3,10 @@
 
 #include <doctest/doctest.h>
 
+#include <pq/model/source_model.hpp>
+
+#include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <mutex>
 
@@ -28,10 +32,63 @@ struct recorder final : linear_hooks {
   }
 };
 
-// L = sum(layer_output .* R): dL/d(layer output) = R.
+// L = sum(layer_output .* R): dL/d(layer output) = R. Summed in double: the finite differences below divide
+// its change by a small step.
 double probe_loss(const runner& r, const layer_weights& lw, matrix h, const matrix& probe, Eigen::Index len) {
   r.run_layer(lw, h, len);
-  return static_cast<double>(h.cwiseProduct(probe).sum());
+  return h.cast<double>().cwiseProduct(probe.cast<double>()).sum();
+}
+
+// Layer `layer`'s backward on input h (rows: sequences of `len` tokens) against central differences of the
+// forward along random directions of h's own scale: d/d(layer input).
+void check_input_gradient(const weight_provider& w, const forward_config& c, int layer, const matrix& h,
+                          Eigen::Index len, float eps) {
+  const runner r(w, c, {1, 1 << 20});
+  const layer_weights lw = r.load_layer(layer);
+  std::srand(11);
+  const matrix probe = matrix::Random(h.rows(), h.cols());
+  const matrix dh = r.backward_layer(lw, h, probe, len, nullptr);
+  for (int trial = 0; trial < 2; ++trial) {
+    const matrix e = matrix::Random(h.rows(), h.cols()) * (h.cwiseAbs().mean() / 0.5f);
+    const double fd = (probe_loss(r, lw, h + eps * e, probe, len) - probe_loss(r, lw, h - eps * e, probe, len)) / (2 * eps);
+    const double analytic = dh.cast<double>().cwiseProduct(e.cast<double>()).sum();
+    INFO("layer " << layer << ", input direction " << trial);
+    CHECK(analytic == doctest::Approx(fd).epsilon(0.01));
+  }
+}
+
+// The same for dL/dW = dy^T x (the hooks' inputs and output gradients) of every Linear of the layer, along a
+// random direction of each weight's own scale.
+void check_weight_gradients(const weight_provider& w, const forward_config& c, int layer, const matrix& h,
+                            Eigen::Index len, float eps) {
+  const runner r(w, c, {1, 1 << 20});
+  const layer_weights lw = r.load_layer(layer);
+  std::srand(12);
+  const matrix probe = matrix::Random(h.rows(), h.cols());
+  recorder rec;
+  matrix out = h;
+  r.run_layer(lw, out, len, &rec);
+  r.backward_layer(lw, h, probe, len, &rec);
+  int checked = 0;
+  for (const std::string& name : linear_names(c, layer)) {
+    if (!rec.dy.contains(name)) continue;  // an expert no token was routed to
+    REQUIRE(rec.x.contains(name));
+    REQUIRE(rec.x[name].rows() == rec.dy[name].rows());
+    const matrix grad = rec.dy[name].transpose() * rec.x[name];
+    const matrix w0 = load_matrix(w, name + ".weight", grad.rows(), grad.cols());
+    const matrix e = matrix::Random(grad.rows(), grad.cols()) * (w0.cwiseAbs().mean() / 0.5f);
+    substituted_weights plus(w), minus(w);
+    plus.substitute(name, w0 + eps * e);
+    minus.substitute(name, w0 - eps * e);
+    const double fd = (probe_loss(r, runner(plus, c).load_layer(layer), h, probe, len) -
+                       probe_loss(r, runner(minus, c).load_layer(layer), h, probe, len)) /
+                      (2 * eps);
+    const double analytic = grad.cast<double>().cwiseProduct(e.cast<double>()).sum();
+    INFO(name);
+    CHECK(analytic == doctest::Approx(fd).epsilon(0.01));
+    ++checked;
+  }
+  CHECK(checked >= 4);
 }
 
 void check_layer(bool moe, bool qk_norm) {
@@ -40,47 +97,10 @@ void check_layer(bool moe, bool qk_norm) {
   const runner r(w, c, {1, 64});
   const Eigen::Index len = 6;
   const token_batch t = test::random_tokens(c, 2, len, 3);
-  const int layer = 1;  // the MoE layer when moe
   matrix h = r.embed(t);
   r.run_layer(r.load_layer(0), h, len);
-  const layer_weights lw = r.load_layer(layer);
-  const matrix probe = matrix::Random(h.rows(), h.cols());
-
-  recorder rec;
-  matrix out = h;
-  r.run_layer(lw, out, len, &rec);
-  const matrix dh = r.backward_layer(lw, h, probe, len, &rec);
-
-  const float eps = 2e-3f;
-  // d/d(layer input), a few entries
-  for (auto [i, j] : {std::pair<Eigen::Index, Eigen::Index>{0, 0}, {3, 5}, {7, 11}, {11, 15}}) {
-    matrix hp = h, hm = h;
-    hp(i, j) += eps;
-    hm(i, j) -= eps;
-    const double fd = (probe_loss(r, lw, hp, probe, len) - probe_loss(r, lw, hm, probe, len)) / (2 * eps);
-    CHECK(dh(i, j) == doctest::Approx(fd).epsilon(0.02).scale(1.0));
-  }
-  // dL/dW = dy^T x for every Linear of the layer, one weight each
-  for (const std::string& name : linear_names(c, layer)) {
-    if (!rec.dy.contains(name)) continue;  // an expert no token was routed to
-    REQUIRE(rec.x.contains(name));
-    REQUIRE(rec.x[name].rows() == rec.dy[name].rows());
-    const matrix grad = rec.dy[name].transpose() * rec.x[name];
-    const std::string wname = name + ".weight";
-    const matrix w0 = load_matrix(w, wname, grad.rows(), grad.cols());
-    const Eigen::Index i = grad.rows() / 2, j = grad.cols() / 3;
-    substituted_weights plus(w), minus(w);
-    matrix wp = w0, wm = w0;
-    wp(i, j) += eps;
-    wm(i, j) -= eps;
-    plus.substitute(name, wp);
-    minus.substitute(name, wm);
-    const double fd = (probe_loss(runner(plus, c, {1, 64}), runner(plus, c).load_layer(layer), h, probe, len) -
-                       probe_loss(runner(minus, c, {1, 64}), runner(minus, c).load_layer(layer), h, probe, len)) /
-                      (2 * eps);
-    INFO(name);
-    CHECK(grad(i, j) == doctest::Approx(fd).epsilon(0.02).scale(1.0));
-  }
+  check_input_gradient(w, c, 1, h, len, 2e-3f);  // the MoE layer when moe
+  check_weight_gradients(w, c, 1, h, len, 2e-3f);
 }
 
 }  // namespace
@@ -92,4 +112,34 @@ TEST_CASE("backward of a qwen2_moe layer (shared expert, no renormalisation) mat
 }
 TEST_CASE("backward of a qwen3_moe-style layer (renormalised top-k) matches finite differences") {
   check_layer(true, true);
+}
+
+// The hybrid decoder's layer kinds on the tiny trained Qwen3.5-MoE checkpoint: a gated DeltaNet layer (conv, decay,
+// delta rule, gated norm; 70 tokens, so the reverse pass crosses a state checkpoint) and a gated-attention layer
+// (output gate in q_proj, q/k norm, partial rotary), both with the routed and shared experts.
+TEST_CASE("backward of the gated DeltaNet and gated-attention layers of tiny-qwen3_5moe-code matches finite differences") {
+  const auto dir = std::filesystem::path(PQ_SOURCE_DIR) / "tests" / "models" / "tiny-qwen3_5moe-code";
+  const source_model model(dir);
+  const forward_config& c = model.shape();
+  const Eigen::Index len = 70;
+  const token_batch eval = load_tokens(dir / "tokens.safetensors", "eval", c.vocab);
+  token_batch t{2, len, {}};
+  for (Eigen::Index s = 0; s < 2; ++s)
+    for (Eigen::Index p = 0; p < len; ++p) t.ids.push_back(eval.at(s, p));
+  const runner r(model.weights(), c);
+  matrix h = r.embed(t);
+  for (int layer = 0; layer < c.layers; ++layer) {
+    if (layer == 0 || layer == c.layers - 1) {
+      CAPTURE(layer);
+      CHECK((layer == 0) == c.deltanet.is_layer(layer));
+      check_weight_gradients(model.weights(), c, layer, h, len, 4e-3f);
+      // Along a dense direction of the input some token would change experts (a jump no derivative sees): with
+      // the router zeroed every token keeps experts 0 and 1 at equal weight.
+      substituted_weights fixed_routing(model.weights());
+      const std::string router = pq::arch::layer_prefix(*c.architecture, layer) + ".mlp.gate";
+      fixed_routing.substitute(router, matrix::Zero(c.moe.num_experts, c.hidden));
+      check_input_gradient(fixed_routing, c, layer, h, len, 4e-3f);
+    }
+    r.run_layer(r.load_layer(layer), h, len);
+  }
 }

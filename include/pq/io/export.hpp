@@ -1,5 +1,5 @@
 // pq/io/export.hpp: writes a compressed-tensors checkpoint: for every quantized Linear exactly the tensors
-// its format stores, every other tensor copied unchanged, config.json with quantization_config, the other
+// its format stores, every other tensor copied unchanged (experts stored packed: per expert, see ct_export), config.json with quantization_config, the other
 // files (tokenizer, generation_config) copied. Everything goes to a temporary directory beside the output,
 // renamed into place only when complete; an export abandoned half way removes it. The source is only read.
 #pragma once
@@ -74,7 +74,18 @@ class ct_export {
     std::set<std::string> replaced;
     for (std::size_t i = 0; i < profile.linears.size(); ++i) {
       const auto& l = profile.linears[i];
-      if (resolve_format(formats_[i]).passthrough) continue;
+      // Experts stored packed are written per expert, every one (vLLM's loader reads a checkpoint's experts
+      // either all packed or all per expert), and the packed tensors they came from are not copied.
+      const auto packed = source.packed_source(l.name + ".weight");
+      if (packed) replaced.insert(*packed);
+      if (resolve_format(formats_[i]).passthrough) {
+        if (packed) {
+          const auto& t = source.tensor(l.name + ".weight");
+          decls.push_back({t.name, t.type, t.shape});
+          copies_.push_back(t.name);
+        }
+        continue;
+      }
       check_source_weight(source, l);
       replaced.insert(l.name + ".weight");
       visit_format(formats_[i], [&](auto f) {

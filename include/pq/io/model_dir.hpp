@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -66,8 +67,10 @@ class model_dir {
 
   const nlohmann::json& config_json() const { return config_; }
   const std::filesystem::path& path() const { return dir_; }
-  bool has(std::string_view name) const { return where_.contains(std::string(name)); }
+  // A stored tensor, or a per-expert slice of stored packed experts (below).
+  bool has(std::string_view name) const { return where_.contains(std::string(name)) || packed_slice(name).has_value(); }
 
+  // The stored tensors (a packed expert tensor under its own name, not its slices).
   std::vector<std::string> tensor_names() const {
     std::vector<std::string> names;
     for (const auto& [n, f] : where_) names.push_back(n);
@@ -85,14 +88,60 @@ class model_dir {
   // The tensor's view (valid while this model_dir lives). Thread-safe.
   const tensor_view& tensor(std::string_view name) const {
     const auto it = where_.find(std::string(name));
-    if (it == where_.end()) throw model_dir_error(dir_.string() + ": no tensor '" + std::string(name) + "'");
+    if (it == where_.end()) {
+      if (auto slice = packed_slice(name)) {
+        std::lock_guard lock(*mutex_);
+        return slices_->try_emplace(std::string(name), std::move(*slice)).first->second;
+      }
+      throw model_dir_error(dir_.string() + ": no tensor '" + std::string(name) + "'");
+    }
     const auto& file = shard(it->second);
     const tensor_view* t = file.find(name);
     if (!t) throw model_dir_error((dir_ / it->second).string() + ": the index lists '" + std::string(name) + "' but the shard lacks it");
     return *t;
   }
 
+  // Routed experts stored packed, as Qwen3.5 releases them (`<moe>.experts.gate_up_proj` [E, 2I, H],
+  // `<moe>.experts.down_proj` [E, H, I]), also answer under the per-expert names the descriptions and vLLM's
+  // per-expert loaders use: `<moe>.experts.<e>.gate_proj.weight` [I, H] (rows e*2I .. e*2I+I of gate_up_proj),
+  // `up_proj.weight` (the next I rows), `down_proj.weight` [H, I]. This names the stored packed tensor that
+  // per-expert `name` is a slice of, or nothing.
+  std::optional<std::string> packed_source(std::string_view name) const {
+    const std::size_t at = name.rfind(".experts.");
+    if (at == std::string_view::npos) return std::nullopt;
+    const std::size_t first = at + 9, dot = name.find('.', first);
+    if (dot == std::string_view::npos || dot == first) return std::nullopt;
+    for (std::size_t i = first; i < dot; ++i)
+      if (name[i] < '0' || name[i] > '9') return std::nullopt;
+    const std::string_view leaf = name.substr(dot + 1);
+    if (leaf != "gate_proj.weight" && leaf != "up_proj.weight" && leaf != "down_proj.weight") return std::nullopt;
+    std::string packed(name.substr(0, first));
+    packed += leaf == "down_proj.weight" ? "down_proj" : "gate_up_proj";
+    if (!where_.contains(packed)) return std::nullopt;
+    return packed;
+  }
+
  private:
+  // The view of per-expert `name` into its packed tensor, or nothing (not such a name, or out of range).
+  std::optional<tensor_view> packed_slice(std::string_view name) const {
+    const auto packed = packed_source(name);
+    if (!packed) return std::nullopt;
+    const std::size_t first = name.rfind(".experts.") + 9, dot = name.find('.', first);
+    if (dot - first > 9) return std::nullopt;
+    const std::int64_t e = std::stoll(std::string(name.substr(first, dot - first)));
+    const std::string_view leaf = name.substr(dot + 1);
+    const tensor_view& t = tensor(*packed);
+    const bool down = leaf == "down_proj.weight";
+    if (t.shape.size() != 3 || e >= t.shape[0] || (!down && t.shape[1] % 2)) return std::nullopt;
+    const std::size_t elem = t.data.size() / static_cast<std::size_t>(t.numel());
+    const std::int64_t rows = down ? t.shape[1] : t.shape[1] / 2;
+    const std::int64_t row0 = e * t.shape[1] + (leaf == "up_proj.weight" ? rows : 0);
+    tensor_view v{std::string(name), t.type, {rows, t.shape[2]}, {}};
+    v.data = t.data.subspan(static_cast<std::size_t>(row0 * t.shape[2]) * elem,
+                            static_cast<std::size_t>(rows * t.shape[2]) * elem);
+    return v;
+  }
+
   const safetensors_file& shard(const std::string& file) const {
     std::lock_guard lock(*mutex_);
     auto it = files_->find(file);
@@ -105,6 +154,8 @@ class model_dir {
   std::map<std::string, std::string> where_;  // tensor -> shard file
   std::shared_ptr<std::map<std::string, std::shared_ptr<safetensors_file>>> files_ =
       std::make_shared<std::map<std::string, std::shared_ptr<safetensors_file>>>();
+  std::shared_ptr<std::map<std::string, tensor_view>> slices_ =  // per-expert views handed out so far
+      std::make_shared<std::map<std::string, tensor_view>>();
   std::shared_ptr<std::mutex> mutex_ = std::make_shared<std::mutex>();
 };
 

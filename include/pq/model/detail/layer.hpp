@@ -205,24 +205,34 @@ inline void layer_forward(const layer_weights& w, const forward_config& c, const
   feed_forward_block(w, c, h, hooks);
 }
 
+// Given the feed-forward half's input h2 and dy = d/d(its output), returns d/d(h2), residual included.
+inline matrix feed_forward_backward(const layer_weights& w, const forward_config& c, const matrix& h2, const matrix& dy,
+                                    linear_hooks* hooks) {
+  const matrix xn2 = rmsnorm(h2, w.post_norm, c.rms_eps);
+  const matrix dxn2 = std::holds_alternative<mlp_weights>(w.mlp)
+                          ? mlp_backward(std::get<mlp_weights>(w.mlp), xn2, dy, hooks)
+                          : moe_backward(std::get<moe_weights>(w.mlp), c.moe, xn2, dy, hooks);
+  return dy + rmsnorm_backward(h2, w.post_norm, c.rms_eps, dxn2);
+}
+
 // Given the layer input h and dy = d/d(layer output), returns d/d(layer input) and reports
 // every Linear's output gradient.
 inline matrix layer_backward(const layer_weights& w, const forward_config& c, const rope_table& rope,
                              const matrix& h, const matrix& dy, linear_hooks* hooks) {
   const Eigen::Index len = rope.cos.rows();
-  if (w.mix == arch::mixer::deltanet)
-    throw model_error("layer " + std::to_string(w.index) + ": the backward of a gated DeltaNet layer is not implemented");
+  if (w.mix == arch::mixer::deltanet) {
+    matrix h2 = h;
+    deltanet_block(w, c, len, h2, nullptr);
+    const matrix dh2 = feed_forward_backward(w, c, h2, dy, hooks);
+    return dh2 + deltanet_block_backward(w, c, len, h, dh2, hooks);
+  }
   const matrix xn1 = rmsnorm(h, w.input_norm, c.rms_eps);
   const attention_tape t = attention_inputs(w.attn, c, rope, xn1, nullptr);
   const matrix a_raw = attention(t.q, t.k, t.v, len, c.head_dim);
   const matrix sg = t.gate.size() ? matrix(t.gate.unaryExpr([](float g) { return sigmoid(g); })) : matrix();
   const matrix a = t.gate.size() ? matrix(a_raw.cwiseProduct(sg)) : a_raw;
   const matrix h2 = h + apply_linear(w.attn.o, a);
-  const matrix xn2 = rmsnorm(h2, w.post_norm, c.rms_eps);
-  const matrix dxn2 = std::holds_alternative<mlp_weights>(w.mlp)
-                          ? mlp_backward(std::get<mlp_weights>(w.mlp), xn2, dy, hooks)
-                          : moe_backward(std::get<moe_weights>(w.mlp), c.moe, xn2, dy, hooks);
-  const matrix dh2 = dy + rmsnorm_backward(h2, w.post_norm, c.rms_eps, dxn2);
+  const matrix dh2 = feed_forward_backward(w, c, h2, dy, hooks);
   report_grad(hooks, w.attn.o, dh2);
   const matrix dag = linear_backward(w.attn.o, dh2);
   const matrix da = t.gate.size() ? matrix(dag.cwiseProduct(sg)) : dag;
