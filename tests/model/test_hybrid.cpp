@@ -1,6 +1,8 @@
-// The hybrid decoders (gated DeltaNet + gated attention + MoE): the tiny trained Qwen3.5-MoE checkpoint of
-// tests/models (made by tests/models/make_hybrid_models.py with transformers) against the description, its
-// reference logits and eval NLL, the incremental decoder against the forward, and the per-expert layout.
+// The hybrid decoders (gated DeltaNet + gated attention + MoE): the tiny trained Qwen3.5-MoE and Qwen3-Next
+// checkpoints of tests/models (made by tests/models/make_hybrid_models.py with transformers) against their
+// descriptions, their reference logits and eval NLL, the incremental decoder against the forward, and the
+// per-expert layout. Qwen3-Next stores the DeltaNet projections fused and interleaved per key head (in_proj_qkvz,
+// in_proj_ba), so its reference logits test the forward's de-interleaving.
 #include <pq/arch/profile.hpp>
 #include <pq/model/decoder.hpp>
 #include <pq/model/forward.hpp>
@@ -10,7 +12,9 @@
 
 #include <cmath>
 #include <filesystem>
+#include <map>
 #include <set>
+#include <utility>
 
 using namespace pq::model;
 
@@ -37,6 +41,55 @@ double hybrid_logit_diff(const std::filesystem::path& dir, const weight_provider
   const matrix logits = r.logits(hybrid_prefix(dir, c.vocab, 16));
   const Eigen::Map<const matrix> expected(ref.data(), 32, c.vocab);
   return (logits - expected).cwiseAbs().maxCoeff();
+}
+
+// Mean NLL of positions 0..510 of every eval window (as ref_nll), and ref_nll.
+std::pair<double, double> hybrid_eval_nll(const std::filesystem::path& dir) {
+  const source_model model(dir);
+  const forward_config& c = model.shape();
+  const token_batch eval = load_tokens(dir / "tokens.safetensors", "eval", c.vocab);
+  const auto file = pq::io::safetensors_file::open(dir / "tokens.safetensors");
+  const double ref = pq::io::to_float(file.at("ref_nll"))[0];
+  const runner r(model.weights(), c);
+  matrix h = r.embed(eval);
+  r.run_layers(h, eval.length);
+  const head_weights head = r.load_head();
+  double sum = 0;
+  std::int64_t n = 0;
+  for (Eigen::Index s = 0; s < eval.sequences; ++s) {
+    const matrix logits = runner::logits(head, h.middleRows(s * eval.length, eval.length - 1), c.rms_eps);
+    for (Eigen::Index p = 0; p + 1 < eval.length; ++p) {
+      const auto row = logits.row(p);
+      const float m = row.maxCoeff();
+      const double lse = m + std::log((row.array() - m).exp().sum());
+      sum += lse - row(eval.at(s, p + 1));
+      ++n;
+    }
+  }
+  return {sum / static_cast<double>(n), ref};
+}
+
+// Steps the incremental decoder through 12 tokens of eval[0] and eval[1]: max |step logits - forward logits|; then
+// checks that reset() starts both sequences afresh.
+double hybrid_decoder_diff(const std::filesystem::path& dir) {
+  const source_model model(dir);
+  const forward_config& c = model.shape();
+  const Eigen::Index len = 12;
+  const token_batch prefix = hybrid_prefix(dir, c.vocab, len);
+  const runner r(model.weights(), c);
+  const matrix full = r.logits(prefix);
+  decoder d(r, 2, len);
+  double diff = 0;
+  for (Eigen::Index p = 0; p < len; ++p) {
+    const std::vector<std::int32_t> ids{prefix.at(0, p), prefix.at(1, p)};
+    const matrix step = d.step(ids);
+    for (Eigen::Index s = 0; s < 2; ++s) diff = std::max(diff, double((step.row(s) - full.row(s * len + p)).cwiseAbs().maxCoeff()));
+  }
+  d.reset();
+  const matrix again = d.step(std::vector<std::int32_t>{prefix.at(0, 0), prefix.at(1, 0)});
+  CHECK((again.row(0) - full.row(0)).cwiseAbs().maxCoeff() < 1e-4);
+  CHECK((again.row(1) - full.row(len)).cwiseAbs().maxCoeff() < 1e-4);
+  return diff;
 }
 }  // namespace
 
@@ -85,51 +138,69 @@ TEST_CASE("tiny-qwen3_5moe-code reproduces ref_logits, packed and per-expert") {
 }
 
 TEST_CASE("tiny-qwen3_5moe-code: eval NLL within 0.1% of the reference") {
-  const auto dir = hybrid_model_dir("tiny-qwen3_5moe-code");
-  const source_model model(dir);
-  const forward_config& c = model.shape();
-  const token_batch eval = load_tokens(dir / "tokens.safetensors", "eval", c.vocab);
-  const auto file = pq::io::safetensors_file::open(dir / "tokens.safetensors");
-  const double ref = pq::io::to_float(file.at("ref_nll"))[0];
-  const runner r(model.weights(), c);
-  matrix h = r.embed(eval);
-  r.run_layers(h, eval.length);
-  const head_weights head = r.load_head();
-  double sum = 0;
-  std::int64_t n = 0;
-  for (Eigen::Index s = 0; s < eval.sequences; ++s) {
-    const matrix logits = runner::logits(head, h.middleRows(s * eval.length, eval.length - 1), c.rms_eps);
-    for (Eigen::Index p = 0; p + 1 < eval.length; ++p) {
-      const auto row = logits.row(p);
-      const float m = row.maxCoeff();
-      const double lse = m + std::log((row.array() - m).exp().sum());
-      sum += lse - row(eval.at(s, p + 1));
-      ++n;
-    }
-  }
-  const double nll = sum / static_cast<double>(n);
-  MESSAGE("tiny-qwen3_5moe-code: eval NLL " << nll << " (reference " << ref << ")");
+  const auto [nll, ref] = hybrid_eval_nll(hybrid_model_dir("tiny-qwen3_5moe-code"));
+  MESSAGE("tiny-qwen3_5moe-code: eval NLL " << nll << " (reference " << ref << ", |diff| " << std::abs(nll - ref) << ")");
   CHECK(std::abs(nll - ref) < 1e-3 * ref);
 }
 
 TEST_CASE("tiny-qwen3_5moe-code: the incremental decoder (DeltaNet state, KV cache) equals the forward") {
-  const auto dir = hybrid_model_dir("tiny-qwen3_5moe-code");
-  const source_model model(dir);
-  const forward_config& c = model.shape();
-  const Eigen::Index len = 12;
-  const token_batch prefix = hybrid_prefix(dir, c.vocab, len);
-  const runner r(model.weights(), c);
-  const matrix full = r.logits(prefix);
-  decoder d(r, 2, len);
-  double diff = 0;
-  for (Eigen::Index p = 0; p < len; ++p) {
-    const std::vector<std::int32_t> ids{prefix.at(0, p), prefix.at(1, p)};
-    const matrix step = d.step(ids);
-    for (Eigen::Index s = 0; s < 2; ++s) diff = std::max(diff, double((step.row(s) - full.row(s * len + p)).cwiseAbs().maxCoeff()));
-  }
-  MESSAGE("decoder vs forward: max |diff| = " << diff);
+  const double diff = hybrid_decoder_diff(hybrid_model_dir("tiny-qwen3_5moe-code"));
+  MESSAGE("tiny-qwen3_5moe-code: decoder vs forward: max |diff| = " << diff);
   CHECK(diff < 1e-4);
-  d.reset();
-  const matrix again = d.step(std::vector<std::int32_t>{prefix.at(0, 0), prefix.at(1, 0)});
-  CHECK((again.row(0) - full.row(0)).cwiseAbs().maxCoeff() < 1e-4);
+}
+
+// ---- Qwen3-Next: in_proj_qkvz / in_proj_ba fused and interleaved per key head, one module per routed expert ----
+
+TEST_CASE("tiny-qwen3next-code: the description implies exactly the stored tensors") {
+  const auto dir = hybrid_model_dir("tiny-qwen3next-code");
+  const source_model model(dir);  // checks every implied tensor and shape
+  const forward_config& c = model.shape();
+  CHECK(c.architecture == &pq::arch::qwen3_next);
+  for (int l = 0; l < 3; ++l) CHECK(c.deltanet.is_layer(l));
+  CHECK_FALSE(c.deltanet.is_layer(3));
+  CHECK(c.rotary() == 8);
+  CHECK(c.deltanet.key_heads == 2);
+  CHECK(c.deltanet.value_heads == 4);  // two value heads per key head: the interleaving is not the identity
+  std::map<std::string, std::vector<std::int64_t>> implied;
+  for (const auto& [n, shape] : expected_tensors(c)) CHECK(implied.emplace(n, shape).second);
+  std::set<std::string> stored;
+  for (const auto& n : model.dir().tensor_names()) {
+    stored.insert(n);
+    CHECK_MESSAGE(implied.contains(n), n << " is stored but not in the description");
+    if (implied.contains(n)) CHECK(model.dir().tensor(n).shape == implied.at(n));
+  }
+  for (const auto& [n, shape] : implied) CHECK_MESSAGE(stored.contains(n), n << " is implied but not stored");
+  const std::string l0 = "model.layers.0.", l3 = "model.layers.3.";
+  CHECK(implied.at(l0 + "linear_attn.in_proj_qkvz.weight") == std::vector<std::int64_t>{384, 128});
+  CHECK(implied.at(l0 + "linear_attn.in_proj_ba.weight") == std::vector<std::int64_t>{8, 128});
+  CHECK(implied.contains(l0 + "mlp.experts.7.down_proj.weight"));
+  const auto p = pq::arch::make_profile(model.config());
+  std::vector<std::string> units;
+  for (const auto& u : p.units)
+    if (u.layer == 0 || u.layer == 3) units.push_back(u.name);
+  CHECK(units == std::vector<std::string>{l0 + "linear_attn.in_proj_qkvz", l0 + "linear_attn.in_proj_ba",
+                                          l0 + "linear_attn.out_proj", l0 + "mlp.experts",
+                                          l0 + "mlp.shared_expert.gate_up_proj", l0 + "mlp.shared_expert.down_proj",
+                                          l3 + "self_attn.qkv_proj", l3 + "self_attn.o_proj", l3 + "mlp.experts",
+                                          l3 + "mlp.shared_expert.gate_up_proj", l3 + "mlp.shared_expert.down_proj"});
+}
+
+TEST_CASE("tiny-qwen3next-code reproduces ref_logits") {
+  const auto dir = hybrid_model_dir("tiny-qwen3next-code");
+  const source_model model(dir);
+  const double diff = hybrid_logit_diff(dir, model.weights(), model.shape());
+  MESSAGE("tiny-qwen3next-code: max |logits - ref_logits| = " << diff);
+  CHECK(diff < 1e-4);
+}
+
+TEST_CASE("tiny-qwen3next-code: eval NLL within 0.1% of the reference") {
+  const auto [nll, ref] = hybrid_eval_nll(hybrid_model_dir("tiny-qwen3next-code"));
+  MESSAGE("tiny-qwen3next-code: eval NLL " << nll << " (reference " << ref << ", |diff| " << std::abs(nll - ref) << ")");
+  CHECK(std::abs(nll - ref) < 1e-3 * ref);
+}
+
+TEST_CASE("tiny-qwen3next-code: the incremental decoder (DeltaNet state, KV cache) equals the forward") {
+  const double diff = hybrid_decoder_diff(hybrid_model_dir("tiny-qwen3next-code"));
+  MESSAGE("tiny-qwen3next-code: decoder vs forward: max |diff| = " << diff);
+  CHECK(diff < 1e-4);
 }

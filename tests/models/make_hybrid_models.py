@@ -1,9 +1,14 @@
 """Makes the tiny trained hybrid (gated DeltaNet + gated attention) test checkpoints under tests/models/:
   tiny-qwen3_5moe-code  Qwen3_5MoeForConditionalGeneration (text_config, model.language_model.*, a tiny vision
                         tower, one MTP layer added as the released checkpoints carry it), experts packed as released
-  tiny-qwen3next-code   Qwen3NextForCausalLM (fused in_proj_qkvz / in_proj_ba, per-expert tensors)
+  tiny-qwen3next-code   Qwen3NextForCausalLM (fused in_proj_qkvz / in_proj_ba interleaved per key head, per-expert
+                        tensors): written as save_pretrained writes it, which is the released layout (transformers
+                        5.25 holds the experts packed in memory and saves them per expert), so nothing is rewritten
 Run by hand (not in CI), from the repository root, with a Python that has torch, transformers, safetensors, tokenizers:
   python tests/models/make_hybrid_models.py qwen3_5_moe|qwen3_next [steps]
+PQ_TORCH_THREADS sets torch's threads (default 2; 1 on a shared machine). Made so far: tiny-qwen3_5moe-code with 200
+steps; tiny-qwen3next-code with 400 steps (transformers 5.25.0, torch 2.15 CPU, 1 thread, 4 min; loss 9.02 -> 4.18,
+eval NLL 4.9655).
 Training: a few hundred CPU steps on the Python sources of the standard library (/usr/lib/python3.11), tokenised
 with the 8192-token byte-level BPE of shared/models/tiny-llama-code; eval windows come from files never trained on.
 tokens.safetensors holds calib [128, 512], eval [64, 512] (I32), ref_logits [2, 16, 8192] (F32: eval[0], eval[1],
@@ -22,7 +27,7 @@ if not os.path.exists(tok_src):
     tok_src = "/work/shared/models/tiny-llama-code/tokenizer.json"
 torch.manual_seed(0)
 random.seed(0)
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("PQ_TORCH_THREADS", "2")))  # PQ_TORCH_THREADS=1 on a shared machine
 
 text_common = dict(vocab_size=8192, hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
                    head_dim=32, linear_conv_kernel_dim=4, linear_key_head_dim=32, linear_value_head_dim=32,
