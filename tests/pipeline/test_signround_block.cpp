@@ -59,15 +59,15 @@ TEST_CASE("signround block: dL/dW of every Linear matches finite differences of 
     CAPTURE(moe);
     signround_block_case k(moe, 11);
     std::map<std::string, int> names;
-    for (const auto& [name, l] : pipeline::layer_linears(k.fp)) names[name] = 0;
+    for (const auto& [name, l] : model::linears_of(k.fp, k.c)) names[name] = 0;
     const std::vector<Eigen::Index> all{0, 1, 2, 3};
     const auto g = pipeline::block_loss_gradient(k.c, k.fp, names, k.x, k.y, k.len, all, 2);
     CHECK(g.loss == doctest::Approx(signround_block_mse(k, k.fp)).epsilon(1e-5));
     const float eps = 1e-2f;
     for (const auto& [name, unused] : names) {
       layer_weights p = k.fp, m = k.fp;
-      model::linear& lp = *pipeline::layer_linears(p).at(name);
-      model::linear& lm = *pipeline::layer_linears(m).at(name);
+      model::linear& lp = *model::linears_of(p, k.c).at(name);
+      model::linear& lm = *model::linears_of(m, k.c).at(name);
       const Eigen::Index i = lp.weight.rows() / 2, j = lp.weight.cols() / 3;
       lp.weight(i, j) += eps;
       lm.weight(i, j) -= eps;
@@ -86,7 +86,7 @@ TEST_CASE("signround block: the kept iterate has the lowest batch loss and is wh
       CAPTURE(format);
       std::map<std::string, std::unique_ptr<pipeline::signround_linear>> states;
       std::map<std::string, pipeline::signround_linear*> trained;
-      for (const auto& [name, l] : pipeline::layer_linears(k.fp)) {
+      for (const auto& [name, l] : model::linears_of(k.fp, k.c)) {
         std::vector<float> w(l->weight.data(), l->weight.data() + l->weight.size());
         const float amax = l->weight.cwiseAbs().maxCoeff();
         states[name] = pipeline::make_signround_linear(format, w, l->weight.rows(), l->weight.cols(), amax);
@@ -101,14 +101,14 @@ TEST_CASE("signround block: the kept iterate has the lowest batch loss and is wh
       CHECK(t.best_loss == *std::min_element(t.losses.begin(), t.losses.end()));
       CHECK(t.best_loss <= t.first_loss);
       CHECK(t.losses[static_cast<std::size_t>(t.best_iter)] == t.best_loss);
-      for (const auto& [name, l] : pipeline::layer_linears(q)) {
+      for (const auto& [name, l] : model::linears_of(q, k.c)) {
         const std::vector<float> d = trained.at(name)->dequantized();
         CHECK(std::equal(d.begin(), d.end(), l->weight.data()));
       }
       // zero iterations leave RTN's rounding in the layer
       std::map<std::string, std::unique_ptr<pipeline::signround_linear>> fresh;
       std::map<std::string, pipeline::signround_linear*> fresh_ptr;
-      for (const auto& [name, l] : pipeline::layer_linears(k.fp)) {
+      for (const auto& [name, l] : model::linears_of(k.fp, k.c)) {
         std::vector<float> w(l->weight.data(), l->weight.data() + l->weight.size());
         fresh[name] = pipeline::make_signround_linear(format, w, l->weight.rows(), l->weight.cols(),
                                                       l->weight.cwiseAbs().maxCoeff());
@@ -117,8 +117,8 @@ TEST_CASE("signround block: the kept iterate has the lowest batch loss and is wh
       o.iters = 0;
       layer_weights r0 = k.fp;
       pipeline::train_block(k.c, r0, fresh_ptr, k.x, k.y, k.len, o, 1);
-      for (const auto& [name, l] : pipeline::layer_linears(r0)) {
-        const auto& src = *pipeline::layer_linears(k.fp).at(name);
+      for (const auto& [name, l] : model::linears_of(r0, k.c)) {
+        const auto& src = *model::linears_of(k.fp, k.c).at(name);
         std::vector<float> w(src.weight.data(), src.weight.data() + src.weight.size());
         const auto rtn = visit_format(format, [&](auto fmt) {
           using F = decltype(fmt);
@@ -164,7 +164,7 @@ TEST_CASE("signround block: on a real layer of tiny-llama-code the block-output 
     CAPTURE(format);
     std::map<std::string, std::unique_ptr<pipeline::signround_linear>> states;
     std::map<std::string, pipeline::signround_linear*> trained;
-    for (const auto& [name, l] : pipeline::layer_linears(fp)) {
+    for (const auto& [name, l] : model::linears_of(fp, r.config())) {
       std::vector<float> w(l->weight.data(), l->weight.data() + l->weight.size());
       states[name] = pipeline::make_signround_linear(format, w, l->weight.rows(), l->weight.cols(), l->weight.cwiseAbs().maxCoeff());
       trained[name] = states[name].get();

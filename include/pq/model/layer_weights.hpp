@@ -6,8 +6,11 @@
 #include <pq/model/tensor.hpp>
 #include <pq/model/weights.hpp>
 
+#include <concepts>
+#include <map>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
@@ -61,9 +64,14 @@ struct layer_weights {
 inline std::string layer_prefix(int layer) { return arch::layer_prefix(arch::llama, layer); }
 
 namespace detail {
-// The fp32 slot of a layer that the forward math reads description slot `s` of block part `of` from.
-inline linear& linear_slot(layer_weights& w, arch::part of, arch::slot s, int expert) {
+// The fp32 slot of a layer that the forward math reads description slot `s` of block part `of` from (as const as
+// the layer; a non-const layer gains its shared expert on first use, as the loader fills it).
+template <class LW>
+  requires std::same_as<std::remove_const_t<LW>, layer_weights>
+auto& linear_slot(LW& w, arch::part of, arch::slot s, int expert) {
   using arch::slot;
+  using M = std::conditional_t<std::is_const_v<LW>, const mlp_weights, mlp_weights>;
+  using E = std::conditional_t<std::is_const_v<LW>, const moe_weights, moe_weights>;
   if (of == arch::part::attention) {
     switch (s) {
       case slot::q: return w.attn.q;
@@ -82,12 +90,17 @@ inline linear& linear_slot(layer_weights& w, arch::part of, arch::slot s, int ex
       default: break;
     }
   } else {
-    mlp_weights* m = nullptr;
+    M* m = nullptr;
     if (of == arch::part::mlp) m = &std::get<mlp_weights>(w.mlp);
     if (of == arch::part::experts) m = &std::get<moe_weights>(w.mlp).experts.at(static_cast<std::size_t>(expert));
     if (of == arch::part::shared_expert) {
-      auto& shared = std::get<moe_weights>(w.mlp).shared;
-      m = shared ? &*shared : &shared.emplace();
+      auto& shared = static_cast<E&>(std::get<moe_weights>(w.mlp)).shared;
+      if constexpr (std::is_const_v<LW>) {
+        if (!shared) throw model_error("layer " + std::to_string(w.index) + ": no shared expert loaded");
+        m = &*shared;
+      } else {
+        m = shared ? &*shared : &shared.emplace();
+      }
     }
     if (m && s == slot::gate) return m->gate;
     if (m && s == slot::up) return m->up;
@@ -145,6 +158,17 @@ inline layer_weights load_layer(const weight_provider& p, const forward_config& 
     }
   });
   return w;
+}
+
+// Every Linear of loaded layer `w` by module name, bound as load_layer binds them (pointers as const as the layer).
+template <class LW>
+  requires std::same_as<std::remove_const_t<LW>, layer_weights>
+auto linears_of(LW& w, const forward_config& c) {
+  std::map<std::string, std::remove_reference_t<decltype(detail::linear_slot(w, {}, {}, 0))>*> out;
+  arch::for_each_layer_tensor(c, w.index, [&](const arch::tensor_entry& e) {
+    if (e.spec->what == arch::role::linear) out[e.module] = &detail::linear_slot(w, e.block->of, e.spec->to, e.expert);
+  });
+  return out;
 }
 
 // Every quantizable Linear of layer `i`, in forward order (the router and the shared-expert

@@ -72,25 +72,6 @@ inline std::unique_ptr<signround_linear> make_signround_linear(std::string_view 
   });
 }
 
-// Every Linear of a loaded layer, by module name (pointers as const as the layer).
-template <class LW>
-auto layer_linears(LW& w) {
-  using L = std::conditional_t<std::is_const_v<LW>, const model::linear, model::linear>;
-  std::map<std::string, L*> out;
-  auto mlp = [&](auto& m) {
-    for (L* l : {&m.gate, &m.up, &m.down}) out[l->name] = l;
-  };
-  for (L* l : {&w.attn.q, &w.attn.k, &w.attn.v, &w.attn.o}) out[l->name] = l;
-  if (auto* d = std::get_if<model::mlp_weights>(&w.mlp)) {
-    mlp(*d);
-  } else {
-    auto& m = std::get<model::moe_weights>(w.mlp);
-    for (auto& e : m.experts) mlp(e);
-    if (m.shared) mlp(*m.shared);
-  }
-  return out;
-}
-
 // AutoRound's IndexSampler: a shuffled order of the sequences, walked `batch` at a time, reshuffled when
 // fewer than `batch` remain. The shuffle is Fisher-Yates over splitmix64, the same on every platform.
 class sequence_sampler {
@@ -191,7 +172,7 @@ block_gradient block_loss_gradient(const model::forward_config& c, const model::
   block_gradient out;
   for (double l : loss) out.loss += l;
   out.loss /= numel;
-  const auto slots = layer_linears(w);
+  const auto slots = model::linears_of(w, c);
   for (const auto& kv : names) {
     const model::linear& l = *slots.at(kv.first);
     model::matrix dW = model::matrix::Zero(l.weight.rows(), l.weight.cols());
@@ -215,7 +196,7 @@ struct block_training {
 inline block_training train_block(const model::forward_config& c, model::layer_weights& w,
                                   const std::map<std::string, signround_linear*>& trained, const model::matrix& x,
                                   const model::matrix& y, Eigen::Index len, const signround_options& o, int threads = 1) {
-  const auto slots = layer_linears(w);
+  const auto slots = model::linears_of(w, c);
   auto write = [&] {
     for (const auto& [name, s] : trained) {
       model::linear& l = *slots.at(name);

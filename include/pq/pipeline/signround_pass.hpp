@@ -118,7 +118,7 @@ class signround_pass {
       }
       model::layer_weights q = fp;
       const block_training t = train_block(c, q, trained, x_q_.at(f), y, len_, o_.train, o_.threads);
-      auto slots = layer_linears(q);
+      auto slots = model::linears_of(q, c);
       // The layer's block error on the f-stream's first `compare_sequences` sequences (the input this layer
       // sees when the layers before it are in f, as in training), against the full-precision output.
       const model::matrix x_cmp = x_q_.at(f).topRows(nc);
@@ -133,7 +133,7 @@ class signround_pass {
       double error_stored = 0.0;
       if (o_.keep_stored) {
         model::layer_weights stored = q;
-        auto s = layer_linears(stored);
+        auto s = model::linears_of(stored, c);
         for (std::size_t ui : fitting)
           for (int m : profile.units[ui].members)
             s.at(profile.linears[static_cast<std::size_t>(m)].name)->weight = store.dequantized(static_cast<std::size_t>(m), f);
