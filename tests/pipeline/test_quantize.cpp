@@ -218,3 +218,48 @@ TEST_CASE("gptq+signround: starts from GPTQ exactly, keeps the lower block error
   CHECK(r6["cost_table"]["rounded_now"].get<long long>() == 0);
   CHECK(r6["work_dir"] == r4["work_dir"]);
 }
+
+// The hybrid decoder end to end (gated DeltaNet and gated attention, experts packed as released): the Fisher
+// backward through the DeltaNet layers, the mixed build beating uniform NVFP4 round-to-nearest, the experts
+// written per expert, and the checkpoint read back from disk evaluating to the reported KL.
+TEST_CASE("tiny-qwen3_5moe-code: mixed NVFP4 / MXFP8_E4M3 / BF16 at 4.75 bits beats uniform NVFP4 RTN") {
+  const fs::path model = fs::path(PQ_SOURCE_DIR) / "tests" / "models" / "tiny-qwen3_5moe-code";
+  const fs::path root = fs::temp_directory_path() / ("pq_test_hybrid_" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  pipeline::quantize_options m;
+  m.model = model;
+  m.out = root / "mixed";
+  m.calib = (model / "tokens.safetensors").string() + ":calib";
+  m.eval = (model / "tokens.safetensors").string() + ":eval";
+  m.calib_windows = 16;
+  m.eval_windows = 8;
+  m.gradient_sequences = 8;
+  m.formats = {"NVFP4", "MXFP8_E4M3", "BF16"};
+  m.target_bits = 4.75;
+  m.polish_trials = 2;
+  m.jobs = 2;
+  auto u = m;
+  u.out = root / "rtn";
+  u.formats = {"NVFP4"};
+  u.target_bits = 16;
+  u.method = rounding::rtn;
+  const auto rm = pipeline::run_quantize(m, quiet());
+  const auto ru = pipeline::run_quantize(u, quiet());
+  MESSAGE("mixed KL " << rm["shipped"]["kl"].get<double>() << " at " << rm["achieved_bpp"].get<double>()
+                      << " bits, uniform NVFP4 RTN " << ru["shipped"]["kl"].get<double>());
+  CHECK(rm["achieved_bpp"].get<double>() <= 4.75);
+  CHECK(rm["shipped"]["kl"].get<double>() < 0.8 * ru["shipped"]["kl"].get<double>());
+
+  const auto checkpoint = io::ct_checkpoint::open(m.out);
+  const auto names = checkpoint.dir.tensor_names();
+  CHECK(std::none_of(names.begin(), names.end(), [](const std::string& n) {
+    return !n.starts_with("mtp.") && (n.ends_with(".experts.gate_up_proj") || n.ends_with(".experts.down_proj"));
+  }));
+  const model::source_model src(model);
+  const model::runner run(src.weights(), src.shape());
+  const auto eval = model::load_tokens(model / "tokens.safetensors", "eval", src.shape().vocab).first(8);
+  const model::reference_cache ref(run, eval);
+  const model::quantized_weights back(checkpoint);
+  CHECK(ref.evaluate(back, 0).kl == doctest::Approx(rm["shipped"]["kl"].get<double>()).epsilon(1e-9));
+  fs::remove_all(root);
+}
