@@ -181,6 +181,28 @@ TEST_CASE("tiny-qwen3_5moe-code: the MTP description implies exactly the stored 
   CHECK(linears.size() == 4 + 3 * 8 + 3);
   CHECK(linears.contains("mtp.layers.0.mlp.experts.3.up_proj"));
   CHECK(linear_names(c, c.layers).front() == "mtp.layers.0.self_attn.q_proj");
+  // Decision units as vLLM's draft fuses them, in a profile of their own.
+  const auto mp = pq::arch::make_mtp_profile(model.config());
+  std::vector<std::string> units;
+  for (const auto& u : mp.units) {
+    units.push_back(u.name);
+    CHECK(u.layer == c.layers);
+  }
+  const std::string m0 = "mtp.layers.0.";
+  CHECK(units == std::vector<std::string>{"mtp.fc", m0 + "self_attn.qkv_proj", m0 + "self_attn.o_proj", m0 + "mlp.experts",
+                                          m0 + "mlp.shared_expert.gate_up_proj", m0 + "mlp.shared_expert.down_proj"});
+  CHECK(mp.linears.size() == 1 + linears.size());
+  CHECK(mp.units[3].members.size() == 3 * 8);
+  CHECK(mp.unquantized_linears == std::vector<std::string>{m0 + "mlp.gate", m0 + "mlp.shared_expert_gate"});
+  for (const auto& u : pq::arch::make_profile(model.config()).units) CHECK_FALSE(u.name.starts_with("mtp."));
+}
+
+TEST_CASE("tiny-qwen3next-code: no MTP head described (Qwen3-Next's is not yet)") {
+  const source_model model(hybrid_model_dir("tiny-qwen3next-code"));
+  CHECK(pq::arch::mtp_layer_count(model.shape()) == 0);
+  CHECK(pq::arch::expected_mtp_tensors(model.shape()).empty());
+  CHECK(pq::arch::make_mtp_profile(model.config()).units.empty());
+  CHECK_THROWS_AS(load_mtp_head(model.weights(), model.shape()), pq::arch::config_error);
 }
 
 TEST_CASE("tiny-qwen3_5moe-code: MTP logits equal mtp_ref_logits, MTP eval NLL within 0.1% of mtp_ref_nll") {
