@@ -1,11 +1,12 @@
 // The hybrid decoders (gated DeltaNet + gated attention + MoE): the tiny trained Qwen3.5-MoE and Qwen3-Next
 // checkpoints of tests/models (made by tests/models/make_hybrid_models.py with transformers) against their
 // descriptions, their reference logits and eval NLL, the incremental decoder against the forward, and the
-// per-expert layout. Qwen3-Next stores the DeltaNet projections fused and interleaved per key head (in_proj_qkvz,
+// per-expert layout, and Qwen3.5's MTP head against tests/models/mtp_reference.py. Qwen3-Next stores the DeltaNet projections fused and interleaved per key head (in_proj_qkvz,
 // in_proj_ba), so its reference logits test the forward's de-interleaving.
 #include <pq/arch/profile.hpp>
 #include <pq/model/decoder.hpp>
 #include <pq/model/forward.hpp>
+#include <pq/model/mtp.hpp>
 #include <pq/model/source_model.hpp>
 
 #include <doctest/doctest.h>
@@ -147,6 +148,100 @@ TEST_CASE("tiny-qwen3_5moe-code: the incremental decoder (DeltaNet state, KV cac
   const double diff = hybrid_decoder_diff(hybrid_model_dir("tiny-qwen3_5moe-code"));
   MESSAGE("tiny-qwen3_5moe-code: decoder vs forward: max |diff| = " << diff);
   CHECK(diff < 1e-4);
+}
+
+// ---- Qwen3.5's MTP head (mtp.*): described, loaded and run as vLLM's draft (model/mtp.hpp) ----
+
+TEST_CASE("tiny-qwen3_5moe-code: the MTP description implies exactly the stored mtp.* tensors, outside the main model's") {
+  const auto dir = hybrid_model_dir("tiny-qwen3_5moe-code");
+  const source_model model(dir);
+  const forward_config& c = model.shape();
+  REQUIRE(pq::arch::mtp_layer_count(c) == 1);
+  CHECK(pq::arch::layer_prefix(c, c.layers) == "mtp.layers.0");
+  CHECK(pq::arch::kind_of_layer(c, c.layers).name == "attention_moe");
+  CHECK_THROWS_AS(pq::arch::kind_of_layer(c, c.layers + 1), pq::arch::config_error);
+  for (const auto& [n, shape] : expected_tensors(c)) CHECK_FALSE(n.starts_with("mtp."));  // optional: not required
+  std::map<std::string, std::vector<std::int64_t>> implied;
+  for (const auto& [n, shape] : pq::arch::expected_mtp_tensors(c)) CHECK(implied.emplace(n, shape).second);
+  CHECK(implied.at("mtp.fc.weight") == std::vector<std::int64_t>{128, 256});
+  CHECK(implied.at("mtp.layers.0.self_attn.q_proj.weight") == std::vector<std::int64_t>{256, 128});
+  CHECK(implied.at("mtp.layers.0.mlp.experts.7.down_proj.weight") == std::vector<std::int64_t>{128, 64});
+  for (const auto& [n, shape] : implied) {  // per-expert names answer from the packed tensors
+    REQUIRE_MESSAGE(model.weights().has(n), n << " is implied but not stored");
+    CHECK(model.weights().shape_of(n) == shape);
+  }
+  for (const auto& n : model.dir().tensor_names()) {
+    if (!n.starts_with("mtp.")) continue;
+    if (n.ends_with(".experts.gate_up_proj") || n.ends_with(".experts.down_proj")) continue;  // packed as released
+    CHECK_MESSAGE(implied.contains(n), n << " is stored but not in the MTP description");
+  }
+  // Its Linears as the loader binds them (the hooks' names); the main model's profile is unchanged (above).
+  const layer_weights lw = load_layer(model.weights(), c, mtp_layer_index(c, 0));
+  const auto linears = linears_of(lw, c);
+  CHECK(linears.size() == 4 + 3 * 8 + 3);
+  CHECK(linears.contains("mtp.layers.0.mlp.experts.3.up_proj"));
+  CHECK(linear_names(c, c.layers).front() == "mtp.layers.0.self_attn.q_proj");
+  // Decision units as vLLM's draft fuses them, in a profile of their own.
+  const auto mp = pq::arch::make_mtp_profile(model.config());
+  std::vector<std::string> units;
+  for (const auto& u : mp.units) {
+    units.push_back(u.name);
+    CHECK(u.layer == c.layers);
+  }
+  const std::string m0 = "mtp.layers.0.";
+  CHECK(units == std::vector<std::string>{"mtp.fc", m0 + "self_attn.qkv_proj", m0 + "self_attn.o_proj", m0 + "mlp.experts",
+                                          m0 + "mlp.shared_expert.gate_up_proj", m0 + "mlp.shared_expert.down_proj"});
+  CHECK(mp.linears.size() == 1 + linears.size());
+  CHECK(mp.units[3].members.size() == 3 * 8);
+  CHECK(mp.unquantized_linears == std::vector<std::string>{m0 + "mlp.gate", m0 + "mlp.shared_expert_gate"});
+  for (const auto& u : pq::arch::make_profile(model.config()).units) CHECK_FALSE(u.name.starts_with("mtp."));
+}
+
+TEST_CASE("tiny-qwen3next-code: no MTP head described (Qwen3-Next's is not yet)") {
+  const source_model model(hybrid_model_dir("tiny-qwen3next-code"));
+  CHECK(pq::arch::mtp_layer_count(model.shape()) == 0);
+  CHECK(pq::arch::expected_mtp_tensors(model.shape()).empty());
+  CHECK(pq::arch::make_mtp_profile(model.config()).units.empty());
+  CHECK_THROWS_AS(load_mtp_head(model.weights(), model.shape()), pq::arch::config_error);
+}
+
+TEST_CASE("tiny-qwen3_5moe-code: MTP logits equal mtp_ref_logits, MTP eval NLL within 0.1% of mtp_ref_nll") {
+  const auto dir = hybrid_model_dir("tiny-qwen3_5moe-code");
+  const source_model model(dir);
+  const forward_config& c = model.shape();
+  const runner r(model.weights(), c);
+  const auto file = pq::io::safetensors_file::open(dir / "tokens.safetensors");
+  const auto& ref_view = file.at("mtp_ref_logits");
+  REQUIRE(ref_view.shape == std::vector<std::int64_t>{2, 15, c.vocab});
+  const std::vector<float> ref = pq::io::to_float(ref_view);
+  const matrix logits = mtp_logits(r, hybrid_prefix(dir, c.vocab, 16));  // rows 0..14: h_t and token t+1
+  REQUIRE(logits.rows() == 30);
+  const double diff = (logits - Eigen::Map<const matrix>(ref.data(), 30, c.vocab)).cwiseAbs().maxCoeff();
+  MESSAGE("tiny-qwen3_5moe-code: max |MTP logits - mtp_ref_logits| = " << diff);
+  CHECK(diff < 1e-4);
+
+  const token_batch eval = load_tokens(dir / "tokens.safetensors", "eval", c.vocab);
+  matrix h = r.embed(eval);
+  r.run_layers(h, eval.length);
+  const head_weights main = r.load_head();
+  const mtp_head head = load_mtp_head(model.weights(), c);
+  const matrix y = mtp_hidden(r, main, head, eval, h);
+  const Eigen::Index n = eval.length - 1;
+  double sum = 0;
+  std::int64_t count = 0;
+  for (Eigen::Index s = 0; s < eval.sequences; ++s) {
+    const matrix lg = mtp_logits(main, head, y.middleRows(s * n, n - 1), c.rms_eps);  // rows 0..509: tokens 2..511
+    for (Eigen::Index p = 0; p + 2 < eval.length; ++p) {
+      const auto row = lg.row(p);
+      const float m = row.maxCoeff();
+      sum += m + std::log((row.array() - m).exp().sum()) - row(eval.at(s, p + 2));
+      ++count;
+    }
+  }
+  const double nll = sum / static_cast<double>(count), ref_nll = pq::io::to_float(file.at("mtp_ref_nll"))[0];
+  MESSAGE("tiny-qwen3_5moe-code: MTP eval NLL " << nll << " (mtp_ref_nll " << ref_nll << ", |diff| " << std::abs(nll - ref_nll) << ")");
+  CHECK(count == 64 * 510);
+  CHECK(std::abs(nll - ref_nll) < 1e-3 * ref_nll);
 }
 
 // ---- Qwen3-Next: in_proj_qkvz / in_proj_ba fused and interleaved per key head, one module per routed expert ----

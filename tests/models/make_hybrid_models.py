@@ -13,7 +13,8 @@ Training: a few hundred CPU steps on the Python sources of the standard library 
 with the 8192-token byte-level BPE of shared/models/tiny-llama-code; eval windows come from files never trained on.
 tokens.safetensors holds calib [128, 512], eval [64, 512] (I32), ref_logits [2, 16, 8192] (F32: eval[0], eval[1],
 positions 0..15, fp32 arithmetic on the bf16 weights), ref_nll (F32 scalar: mean NLL of positions 0..510 of every
-eval window, the same forward)."""
+eval window, the same forward). For tiny-qwen3_5moe-code, tests/models/mtp_reference.py then adds mtp_ref_logits and
+mtp_ref_nll (the MTP head's); rerun it after remaking the model."""
 import glob, json, os, random, sys, time
 import torch
 from safetensors.torch import load_file, save_file

@@ -70,6 +70,7 @@ struct forward_config {
   deltanet_config deltanet;    // key_heads == 0: no DeltaNet layers
   std::int64_t rotary() const { return rotary_dims > 0 ? rotary_dims : head_dim; }
   moe_config moe;         // num_experts == 0: dense
+  int mtp_layers = 0;     // MTP head layers (mtp_num_hidden_layers); used where the description has an MTP head
 
   bool is_moe_layer(int layer) const {
     if (moe.num_experts == 0) return false;

@@ -39,6 +39,8 @@ enum class slot : std::uint8_t {
   qkv, z, b, a, out,           // a gated DeltaNet: in_proj_qkv (or in_proj_qkvz), in_proj_z, in_proj_b (or in_proj_ba),
                                // in_proj_a, out_proj
   conv, a_log, dt_bias, gated_norm,  // its depthwise causal conv1d [C, 1, K], decay parameters, per-head gated RMSNorm
+  mtp_fc, mtp_embed_norm, mtp_hidden_norm, mtp_norm,  // an MTP head's (mtp_spec): fc [H, 2H], its two pre-fc RMSNorms and
+                                                      // its final RMSNorm
 };
 
 // Which part of a layer a block's tensors belong to.
@@ -87,6 +89,18 @@ struct layer_kind {
   std::span<const block_spec> blocks;
 };
 
+// A multi-token-prediction head (Qwen3.5's `mtp.*`, which vLLM runs as its speculative-decoding draft,
+// vllm/model_executor/models/qwen3_5_mtp.py): row t takes the main model's output h_t (after its final norm) and the
+// embedding of token t+1 (the main model's table), x_t = fc(concat[embed_norm(e), hidden_norm(h_t)]), runs one decoder
+// layer of the description's kind `kind` over the rows causally (positions t), then `norm` and the main lm_head:
+// logits of token t+2. MTP layer m is `<layers>.<m>`; the walk numbers it config.layers + m (vLLM's mtp_start_layer_idx),
+// so every per-layer consumer (loader, linears_of, hooks) takes it as it takes a decoder layer.
+struct mtp_spec {
+  std::span<const tensor_spec> tensors;  // its own model-wide tensors, full module paths (fc, the norms)
+  std::string_view layers;               // "mtp.layers"
+  int kind;                              // index into the description's kinds: every MTP layer's
+};
+
 struct description {
   std::string_view name;
   std::span<const std::string_view> model_types;  // config.json "model_type" values it reads
@@ -97,6 +111,7 @@ struct description {
   std::span<const layer_kind> kinds;
   int (*kind_of)(const forward_config&, int layer);  // index into kinds
   std::string_view config_section{};  // config.json keeps the decoder's fields in this object ("text_config"); empty: top level
+  const mtp_spec* mtp = nullptr;      // the MTP head, when the family has one (layers: forward_config::mtp_layers)
 };
 
 // ---- enumeration: the one walk over a description that every consumer uses ----
@@ -123,9 +138,29 @@ inline std::string layer_prefix(const description& d, int layer) {
   return std::string(d.layers) + "." + std::to_string(layer);
 }
 
-inline const layer_kind& kind_of_layer(const forward_config& c, int layer) {
+// The MTP layers the checkpoint's config declares and the description knows (0: none). They are numbered
+// [c.layers, c.layers + mtp_layer_count(c)) after the decoder's; every walk over "the layers" (for l < c.layers) stays the
+// decoder's.
+inline int mtp_layer_count(const forward_config& c) { return architecture_of(c).mtp ? c.mtp_layers : 0; }
+inline bool is_mtp_layer(const forward_config& c, int layer) { return layer >= c.layers; }
+inline void check_layer(const forward_config& c, int layer) {
+  if (layer < 0 || layer >= c.layers + mtp_layer_count(c))
+    throw config_error(std::string(architecture_of(c).name) + ": no layer " + std::to_string(layer) + " (" +
+                       std::to_string(c.layers) + " decoder layers, " + std::to_string(mtp_layer_count(c)) + " MTP layers)");
+}
+
+// The module path of layer `layer`: `<layers>.<i>`, or an MTP layer's `<mtp.layers>.<layer - c.layers>`.
+inline std::string layer_prefix(const forward_config& c, int layer) {
+  check_layer(c, layer);
   const description& d = architecture_of(c);
-  return d.kinds[static_cast<std::size_t>(d.kind_of(c, layer))];
+  if (!is_mtp_layer(c, layer)) return layer_prefix(d, layer);
+  return std::string(d.mtp->layers) + "." + std::to_string(layer - c.layers);
+}
+
+inline const layer_kind& kind_of_layer(const forward_config& c, int layer) {
+  check_layer(c, layer);
+  const description& d = architecture_of(c);
+  return d.kinds[static_cast<std::size_t>(is_mtp_layer(c, layer) ? d.mtp->kind : d.kind_of(c, layer))];
 }
 
 namespace detail {
@@ -143,7 +178,7 @@ inline tensor_entry entry(const forward_config& c, std::string module, const ten
 // in description order; module_prefix ends with '.'.
 template <class F>
 void for_each_block(const forward_config& c, int layer, F&& f) {
-  const std::string pre = layer_prefix(architecture_of(c), layer) + ".";
+  const std::string pre = layer_prefix(c, layer) + ".";
   for (const block_spec& b : kind_of_layer(c, layer).blocks) {
     if (!detail::holds(b.when, c)) continue;
     const std::string path = b.path.empty() ? pre : pre + std::string(b.path) + ".";
@@ -178,6 +213,25 @@ void for_each_tensor(const forward_config& c, F&& f) {
   for (int l = 0; l < c.layers; ++l) for_each_layer_tensor(c, l, f);
 }
 
+// Every tensor of the MTP head (none when there is none): its own model-wide ones, then its layers'. Not part of
+// for_each_tensor / expected_tensors: the head is optional to everything but the MTP forward (transformers drops mtp.*
+// on load, so a checkpoint re-saved by it has none, and the main model's forward, profile and export never read it).
+template <class F>
+void for_each_mtp_tensor(const forward_config& c, F&& f) {
+  if (mtp_layer_count(c) == 0) return;
+  for (const tensor_spec& t : architecture_of(c).mtp->tensors)
+    if (detail::holds(t.when, c)) f(detail::entry(c, std::string(t.name), t, nullptr, -1, -1));
+  for (int m = 0; m < mtp_layer_count(c); ++m) for_each_layer_tensor(c, c.layers + m, f);
+}
+
+// The MTP head's model-wide tensor of slot `s` (mtp_fc, the norms).
+inline tensor_entry mtp_tensor(const forward_config& c, slot s) {
+  if (mtp_layer_count(c) == 0) throw config_error(std::string(architecture_of(c).name) + ": the model has no MTP head");
+  for (const tensor_spec& t : architecture_of(c).mtp->tensors)
+    if (t.to == s) return detail::entry(c, std::string(t.name), t, nullptr, -1, -1);
+  throw config_error(std::string(architecture_of(c).name) + ": the MTP head has no tensor for this slot");
+}
+
 // The model-wide tensor the forward reads from `s` (embed, final_norm, lm_head), present or not.
 inline tensor_entry global_tensor(const forward_config& c, slot s) {
   for (const tensor_spec& t : architecture_of(c).globals)
@@ -185,14 +239,25 @@ inline tensor_entry global_tensor(const forward_config& c, slot s) {
   throw config_error(std::string(architecture_of(c).name) + ": the description has no model-wide tensor for this slot");
 }
 
-// Every tensor name with its shape, weights and biases alike (what check_checkpoint compares).
-inline std::vector<std::pair<std::string, std::vector<std::int64_t>>> expected_tensors(const forward_config& c) {
+namespace detail {
+template <class Walk>
+std::vector<std::pair<std::string, std::vector<std::int64_t>>> names_and_shapes(Walk&& walk) {
   std::vector<std::pair<std::string, std::vector<std::int64_t>>> out;
-  for_each_tensor(c, [&](const tensor_entry& e) {
+  walk([&](const tensor_entry& e) {
     out.push_back({e.weight(), e.shape});
     if (e.has_bias) out.push_back({e.bias(), {e.shape[0]}});
   });
   return out;
+}
+}  // namespace detail
+
+// Every tensor name with its shape, weights and biases alike (what check_checkpoint compares): the main model's.
+inline std::vector<std::pair<std::string, std::vector<std::int64_t>>> expected_tensors(const forward_config& c) {
+  return detail::names_and_shapes([&](auto&& f) { for_each_tensor(c, f); });
+}
+// The MTP head's, likewise (what the MTP forward checks; empty when there is no head).
+inline std::vector<std::pair<std::string, std::vector<std::int64_t>>> expected_mtp_tensors(const forward_config& c) {
+  return detail::names_and_shapes([&](auto&& f) { for_each_mtp_tensor(c, f); });
 }
 
 // The quantizable Linears of layer `layer` (module paths), in forward order.

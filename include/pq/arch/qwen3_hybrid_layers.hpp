@@ -99,6 +99,20 @@ inline constexpr std::array<tensor_spec, 3> globals_under(std::string_view embed
   }};
 }
 
+// The MTP head's own tensors (Qwen3.5 / Qwen3-Next `mtp.*`; arch::mtp_spec). fc is the ColumnParallelLinear vLLM
+// quantizes with the rest of the draft (its own unit); the norms are (1 + w) like the model's.
+inline std::int64_t two_hidden(const forward_config& c) { return 2 * c.hidden; }
+inline constexpr std::array<tensor_spec, 4> mtp_tensors{{
+    {.name = "mtp.fc", .to = slot::mtp_fc, .what = role::linear, .rows = hidden, .cols = two_hidden},
+    {.name = "mtp.pre_fc_norm_embedding", .to = slot::mtp_embed_norm, .what = role::norm, .rows = hidden},
+    {.name = "mtp.pre_fc_norm_hidden", .to = slot::mtp_hidden_norm, .what = role::norm, .rows = hidden},
+    {.name = "mtp.norm", .to = slot::mtp_norm, .what = role::norm, .rows = hidden},
+}};
+// Every MTP layer is a full-attention MoE layer (vLLM builds Qwen3_5DecoderLayer(layer_type="full_attention")): kind 1
+// of `kinds` below.
+inline constexpr mtp_spec mtp{.tensors = mtp_tensors, .layers = "mtp.layers", .kind = 1};
+static_assert(kinds<deltanet_split>[1].mix == mixer::attention && kinds<deltanet_split>[1].ffn == feed_forward::moe);
+
 // ---- config.json fields both families spell alike ----
 inline void read(const config_reader& r, forward_config& f) {
   f.qkv_bias = r.boolean("attention_bias", false);
@@ -133,6 +147,7 @@ inline void read(const config_reader& r, forward_config& f) {
     for (int l = 0; l < f.layers; ++l) d.layers[static_cast<std::size_t>(l)] = (l + 1) % interval != 0;
   }
   read_moe(r, f, /*renormalize_default=*/true, /*shared=*/true);
+  f.mtp_layers = r.count("mtp_num_hidden_layers", 0);
 }
 
 }  // namespace pq::arch::qwen3_hybrid
