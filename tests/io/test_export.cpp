@@ -179,6 +179,13 @@ void check_export(const fs::path& model, const std::string& format) {
   for (const auto& u : prof.units)
     for (const auto& name : vllm_names(prof, u)) CHECK_MESSAGE(matching_targets(qc, name) == 1, name);
   for (const auto& name : prof.unquantized_linears) CHECK_MESSAGE(matching_targets(qc, name) == 0, name);
+  // vLLM's MTP draft names its layers mtp.layers.<m> and reads this config: they are exported as stored.
+  for (const int m : {0, 1, 3})
+    for (const std::string module : {"self_attn.qkv_proj", "mlp.experts", "mlp.gate_up_proj", "linear_attn.in_proj_qkvz"}) {
+      const std::string name = "mtp.layers." + std::to_string(m) + "." + module;
+      CHECK_MESSAGE(matching_targets(qc, name) == 0, name);
+      CHECK_MESSAGE(matching_targets(qc, "model." + name) == 0, name);
+    }
   CHECK(std::all_of(ct.formats.begin(), ct.formats.end(), [&](const std::string& f) { return f == format; }));
 
   // Tensor set: exactly the scheme's tensors for each Linear, every other source tensor unchanged.

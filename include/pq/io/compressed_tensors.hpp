@@ -81,7 +81,7 @@ inline unit_kind kind_of(const arch::profile& p, const arch::decision_unit& u) {
 }  // namespace detail
 
 // Anchored regex targets covering exactly `units` (all of one format): units of one kind are merged
-// across layers into one alternation, e.g. re:.*\.layers\.(1|4)\.self_attn\.(q_proj|k_proj|v_proj|qkv_proj)$
+// across layers into one alternation, e.g. re:(?!(?:.*\.)?mtp\.).*\.layers\.(1|4)\.self_attn\.(q_proj|k_proj|v_proj|qkv_proj)$
 inline std::vector<std::string> unit_targets(const arch::profile& p, const std::vector<int>& units) {
   std::map<std::pair<std::string, std::string>, std::vector<int>> by_kind;
   for (int ui : units) {
@@ -89,7 +89,9 @@ inline std::vector<std::string> unit_targets(const arch::profile& p, const std::
     const auto k = detail::kind_of(p, u);
     by_kind[{k.prefix, k.alternatives}].push_back(u.layer);
   }
-  // `.*\.layers\.`: the last component of the description's layer path, after whatever precedes it.
+  // `.*\.layers\.`: the last component of the description's layer path, after whatever precedes it; never under
+  // an `mtp.` module: vLLM's MTP draft (Qwen3.5, Qwen3-Next) builds its layers as `mtp.layers.<m>` with this
+  // quantization_config, and the MTP head is exported as stored.
   const std::string_view list = p.config.architecture().layers;
   const std::string layer_list = detail::escape_dots(std::string(list.substr(list.rfind('.') + 1)));
   std::vector<std::string> targets;
@@ -101,7 +103,7 @@ inline std::vector<std::string> unit_targets(const arch::profile& p, const std::
     }
     const std::string prefix = detail::escape_dots(kind.first);
     const bool experts = kind.second.front() == '(';
-    targets.push_back("re:.*\\." + layer_list + "\\.(" + ls + ")\\." + prefix + (experts ? kind.second : "(" + kind.second + ")") + "$");
+    targets.push_back("re:(?!(?:.*\\.)?mtp\\.).*\\." + layer_list + "\\.(" + ls + ")\\." + prefix + (experts ? kind.second : "(" + kind.second + ")") + "$");
   }
   return targets;
 }
