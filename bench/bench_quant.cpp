@@ -85,7 +85,7 @@ int main(int argc, char** argv) {
   fmt::print("\n");
   std::vector<std::vector<float>> weights;
   for (auto s : shapes) weights.push_back(random_weights(s.rows, s.cols));
-  pq::all_formats::for_each([&](auto f) {
+  pq::roundable_formats::for_each([&](auto f) {  // FP8_SOURCE rounds nothing
     using F = typename decltype(f)::type;
     fmt::print("| {} |", F::name);
     for (std::size_t i = 0; i < shapes.size(); ++i) {
@@ -135,6 +135,6 @@ int main(int argc, char** argv) {
   }
   fmt::print("\n## Output-error ratio to RTN, geometric mean over layer 0 q/k/v/gate/up of tiny-llama-code\n\n");
   const pq::test::layer0 L(dir, quick ? 8 : 64, quick ? 4 : 32);
-  fmt::print("{}", pq::test::ratio_table<pq::all_formats>(L, t));
+  fmt::print("{}", pq::test::ratio_table<pq::roundable_formats>(L, t));
   return 0;
 }

@@ -32,7 +32,7 @@ using NF3_G64_test = NF3_G64;
 
 namespace {
 
-using device_gptq_formats = decltype(std::tuple_cat(std::declval<test::as_tuple<all_formats>::type>(),
+using device_gptq_formats = decltype(std::tuple_cat(std::declval<test::as_tuple<roundable_formats>::type>(),
                                                     std::declval<std::tuple<NF3_G64_test>>()));
 
 linear_stats gptq_test_stats(index_t cols, index_t tokens, unsigned seed, bool dead) {

@@ -172,12 +172,7 @@ TEST_CASE("an FP8 block-scaled source reproduces the logits of its dequantized w
   CHECK_THROWS_WITH_AS(io::dequantize_fp8_block(w0, fp8.dir().tensor("model.layers.0.self_attn.k_proj.weight_scale_inv"), layout),
                        doctest::Contains("k_proj.weight_scale_inv' has the wrong shape for 128x128 tiles of [384, 384]"),
                        io::format_error);
-  // Exporting from it is refused before anything is written (no FP8_SOURCE passthrough yet).
-  const fs::path exported = fs::temp_directory_path() / "pq_test_fp8_source_export";
-  fs::remove_all(exported);
-  CHECK_THROWS_WITH_AS(io::ct_export(fp8.dir(), prof, std::vector<std::string>(prof.linears.size(), "BF16"), exported),
-                       doctest::Contains("exporting from a block-FP8 source is not supported yet"), io::export_error);
-  CHECK_FALSE(fs::exists(exported));
+  // (Exporting from it: tests/io/test_fp8_source_export.cpp.)
   fs::remove_all(out);
 }
 

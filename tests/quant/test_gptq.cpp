@@ -146,7 +146,7 @@ TEST_CASE_TEMPLATE_DEFINE("GPTQ against RTN and the textbook reference", F, gptq
     CHECK(a.params == b.params);
   }
 }
-TEST_CASE_TEMPLATE_APPLY(gptq_suite, pq::test::as_tuple<pq::all_formats>::type);
+TEST_CASE_TEMPLATE_APPLY(gptq_suite, pq::test::as_tuple<pq::roundable_formats>::type);
 
 TEST_CASE("the factor is the upper Cholesky factor of the damped inverse, dead columns included") {
   auto s = correlated_stats(23);

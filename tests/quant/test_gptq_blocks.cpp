@@ -92,7 +92,7 @@ TEST_CASE_TEMPLATE_DEFINE("the device's blocked GPTQ equals quantize_gptq on the
         }
     }
 }
-TEST_CASE_TEMPLATE_APPLY(gptq_blocks_suite, pq::test::as_tuple<pq::all_formats>::type);
+TEST_CASE_TEMPLATE_APPLY(gptq_blocks_suite, pq::test::as_tuple<pq::roundable_formats>::type);
 
 TEST_CASE_TEMPLATE("the device's blocked GPTQ on real layers of tiny-llama-code", F, pq::NVFP4, pq::INT4_G128,
                    pq::FP8_CHANNEL) {

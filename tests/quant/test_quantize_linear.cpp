@@ -50,7 +50,7 @@ TEST_CASE_TEMPLATE_DEFINE("quantize_linear", F, linear_suite) {
     CHECK(pq::output_error(fx.w, deq, ql_rows, ql_cols, pq::cost_hessian(fx.calib)) == doctest::Approx(r.output_error));
   }
 }
-TEST_CASE_TEMPLATE_APPLY(linear_suite, pq::test::as_tuple<pq::all_formats>::type);
+TEST_CASE_TEMPLATE_APPLY(linear_suite, pq::test::as_tuple<pq::roundable_formats>::type);
 
 TEST_CASE("GPTQ + sweep beats RTN on correlated activations, and the damping sweep picks from its grid") {
   const fixture fx;

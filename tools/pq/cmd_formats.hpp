@@ -16,7 +16,11 @@ inline void print_formats(index_t rows, index_t cols) {
     using F = typename decltype(t)::type;
     std::string scale = "-";
     if constexpr (requires { typename F::scale_codec; }) scale = std::string(F::scale_codec::name);
-    const std::string group = std::is_same_v<F, BF16> ? "-" : F::group_size ? std::to_string(F::group_size) : "row";
+    std::string group = std::is_same_v<F, BF16> ? "-" : F::group_size ? std::to_string(F::group_size) : "row";
+    if constexpr (keeps_fp8_source<F>) {  // the source's tiles and their F32 scales
+      group = fmt::format("{}x{}", F::keeps_source.rows, F::keeps_source.cols);
+      scale = "F32";
+    }
     const std::string bits = accepts<F>(rows, cols) ? fmt::format("{:.4f}", bits_per_weight<F>(rows, cols)) : "n/a";
     const std::string ct = F::scheme ? std::string(F::scheme->format)
                          : std::is_same_v<F, BF16> ? "unquantized (ignore list)" : "none (research only)";
@@ -24,6 +28,7 @@ inline void print_formats(index_t rows, index_t cols) {
                F::has_tensor_scale ? "FP32" : "-", bits, ct);
   });
   fmt::print("bits/w: every stored byte (codes, block and tensor scales) of one {}x{} Linear per weight\n", rows, cols);
+  fmt::print("FP8_SOURCE: a block-FP8 source's Linears as they came (available only for those)\n");
 }
 
 inline void add_formats_command(CLI::App& app) {

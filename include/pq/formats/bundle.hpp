@@ -26,7 +26,11 @@ using bundle = type_list<Fs...>;
 
 // Every format of the registry, in the order `pq formats` lists them.
 using all_formats = bundle<NVFP4, NVFP4A16, MXFP4, MXFP6_E3M2, MXFP6_E2M3, MXFP8_E4M3, FP8_CHANNEL, INT4_G128,
-                           INT4_G128_ASYM, INT8_CHANNEL, BF16>;
+                           INT4_G128_ASYM, INT8_CHANNEL, FP8_SOURCE, BF16>;
+
+// The formats pq rounds into (RTN, sweep, GPTQ, SignRound, pack): all but those that only keep a source's tensors.
+template <class F> struct is_roundable_format : std::bool_constant<is_roundable<F>> {};
+using roundable_formats = filter_t<is_roundable_format, all_formats>;
 
 struct unknown_format : pq::error {
   using pq::error::error;
@@ -71,16 +75,26 @@ auto visit_format(std::string_view name, Fn&& f) {
 // know of one, resolved from its type once: no format name is compared as a string anywhere else.
 struct format_traits {
   std::string_view name;
-  bool passthrough = false;             // keeps the source tensor (is_passthrough)
+  bool passthrough = false;             // keeps the source tensor where it is in kept_encoding (is_passthrough)
+  source_encoding kept_encoding;        // what a passthrough format keeps: a dense weight, or block FP8 in these tiles
+  bool roundable = false;               // is_roundable
   bool exportable = false;              // is_exportable
+  bool has_scheme = false;              // a compressed-tensors config group (else the ignore list, or not exportable)
   bool needs_activation_stats = false;  // needs_activation_stats
   bool (*accepts)(index_t rows, index_t cols) = nullptr;
   index_t (*stored_bytes)(index_t rows, index_t cols) = nullptr;  // exact bytes of one Linear
+
+  // Whether a Linear stored as `source` ships as the source holds it (nothing rounded), and whether this format is
+  // available for it at all (kept, or rounded into: FP8_SOURCE of a dense weight is neither). Shapes aside.
+  bool keeps(const source_encoding& source) const { return passthrough && kept_encoding == source; }
+  bool available(const source_encoding& source) const { return keeps(source) || roundable; }
 };
 
 template <Format F>
 constexpr format_traits traits_of() {
-  return {F::name, is_passthrough<F>, is_exportable<F>, needs_activation_stats<F>, &pq::accepts<F>, &pq::stored_bytes<F>};
+  return {F::name,         is_passthrough<F>,         kept_encoding<F>, is_roundable<F>,
+          is_exportable<F>, F::scheme.has_value(), needs_activation_stats<F>, &pq::accepts<F>,
+          &pq::stored_bytes<F>};
 }
 
 // The traits of the format of the bundle named `name`; an unknown name is unknown_format.

@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <pq/config.hpp>
 #include <pq/core/bits.hpp>
@@ -35,7 +36,9 @@ enum class tensor_role : std::uint8_t {
   global_scale,        // the decision unit's tensor scale (F32 [1])
   input_global_scale,  // the activation tensor scale from calibration (F32 [1])
   shape,               // [rows, cols] (I64 [2])
+  tile_scale,          // one F32 scale per 2-D tile of a block-FP8 source, kept as the source stored it (never packed)
 };
+inline constexpr int tensor_role_count = static_cast<int>(tensor_role::tile_scale) + 1;
 
 // One tensor a format stores per Linear [rows, cols]: the name suffix after "<linear>.", its dtype and shape.
 struct stored_tensor {
@@ -53,12 +56,13 @@ enum class ct_dynamic : std::uint8_t { no, yes, local };
 struct ct_args {
   int num_bits;
   std::string_view type;      // "int" | "float"
-  std::string_view strategy;  // "tensor_group" | "group" | "channel" | "token"
+  std::string_view strategy;  // "tensor_group" | "group" | "channel" | "token" | "block"
   int group_size;             // 0 writes null
   bool symmetric;
   ct_dynamic dynamic;
   std::string_view scale_dtype;  // "" writes null
   std::string_view observer;     // "" writes null
+  std::array<int, 2> block_structure{};  // [rows, cols] of strategy "block"; {0, 0} writes null
 };
 // A compressed-tensors scheme: the config group a format exports as.
 struct ct_scheme {
@@ -66,6 +70,22 @@ struct ct_scheme {
   ct_args weights;
   std::optional<ct_args> input_activations;
 };
+
+// The tiles of a block-scaled FP8 weight [m, n] as DeepSeek-V3 and the Qwen3 FP8 releases store it: E4M3 codes and
+// one F32 scale per rows x cols tile, the last row and column of tiles partial (W = e4m3(code) * scale of its tile).
+struct fp8_block_layout {
+  index_t rows = 128, cols = 128;  // weight_block_size: [output, input] elements per tile
+  constexpr index_t tile_rows(index_t m) const { return (m + rows - 1) / rows; }
+  constexpr index_t tile_cols(index_t n) const { return (n + cols - 1) / cols; }
+  constexpr index_t tile_of(index_t i, index_t j, index_t n) const { return (i / rows) * tile_cols(n) + j / cols; }
+  std::vector<std::int64_t> scale_shape(index_t m, index_t n) const { return {tile_rows(m), tile_cols(n)}; }
+  friend constexpr bool operator==(const fp8_block_layout&, const fp8_block_layout&) = default;
+};
+// How a source checkpoint stores one Linear: nothing for a dense weight (BF16, F16, F32), or block FP8 in these tiles.
+using source_encoding = std::optional<fp8_block_layout>;
+inline std::string describe(const source_encoding& e) {
+  return e ? "block FP8 in " + std::to_string(e->rows) + "x" + std::to_string(e->cols) + " tiles" : "a dense weight";
+}
 
 // An element or scale codec: a code of `bits` bits (all 2^bits codes decodable), encode rounding to nearest
 // even and saturating, decode exact. Minifloats, integers, BF16 and a user's codebook (examples/) all model it.
@@ -81,11 +101,12 @@ concept ElementCodec = requires(float x, std::uint32_t code) {
 namespace detail {
 // The stored tensors agree with the policy's flags: one code tensor, a block-scale tensor exactly when there is
 // a scale codec, a global scale exactly when the format has a tensor scale, zero points exactly when it is
-// asymmetric, every role at most once. Checked on one shape the format accepts.
+// asymmetric, tile scales exactly when it keeps a block-FP8 source, every role at most once. Checked on one
+// shape the format accepts.
 template <class F>
 constexpr bool stored_tensors_agree() {
   const index_t cols = F::column_multiple * 8, rows = 64;
-  int count[6] = {};
+  int count[tensor_role_count] = {};
   for (const stored_tensor& t : F::stored_tensors(rows, cols)) {
     ++count[static_cast<int>(t.role)];
     if (t.rank < 1 || t.rank > 2 || t.bytes() <= 0) return false;
@@ -96,7 +117,8 @@ constexpr bool stored_tensors_agree() {
   return count[static_cast<int>(tensor_role::codes)] == 1 &&
          (count[static_cast<int>(tensor_role::block_scale)] == 1) == has_scale_codec &&
          (count[static_cast<int>(tensor_role::global_scale)] == 1) == F::has_tensor_scale &&
-         (count[static_cast<int>(tensor_role::zero_point)] == 1) == F::asymmetric;
+         (count[static_cast<int>(tensor_role::zero_point)] == 1) == F::asymmetric &&
+         (count[static_cast<int>(tensor_role::tile_scale)] == 1) == requires { F::keeps_source; };
 }
 }  // namespace detail
 
@@ -144,9 +166,21 @@ template <Format F> constexpr bool accepts(index_t rows, index_t cols) {
   return rows > 0 && cols > 0 && cols % F::column_multiple == 0;
 }
 
-// A passthrough format keeps the source tensor as it is (BF16): nothing is rounded or packed, the Linear goes
-// to the export's ignore list. Declared by the format (`static constexpr bool passthrough = true`).
+// A passthrough format ships the source's own tensors where the source stores a Linear in the encoding the
+// format stores (`kept_encoding`): nothing is rounded or packed, its error is zero. Declared by the format
+// (`static constexpr bool passthrough = true`). BF16 keeps a dense weight (and goes to the export's ignore list;
+// a block-FP8 weight it rounds to BF16, like any format); FP8_SOURCE keeps a block-FP8 weight in its tiles
+// (`static constexpr fp8_block_layout keeps_source`) and is available for no other Linear.
 template <Format F> inline constexpr bool is_passthrough = requires { requires F::passthrough; };
+template <Format F> inline constexpr bool keeps_fp8_source = is_passthrough<F> && requires { F::keeps_source; };
+template <Format F> inline constexpr source_encoding kept_encoding = [] {
+  if constexpr (keeps_fp8_source<F>) return source_encoding(F::keeps_source);
+  else return source_encoding();
+}();
+
+// pq rounds a Linear into F (where F does not keep it): every format but one whose stored tensors only a source
+// holds (FP8_SOURCE's tile scales: the group building blocks round one group, not a 2-D tile).
+template <Format F> inline constexpr bool is_roundable = !keeps_fp8_source<F>;
 
 // Exportable: a compressed-tensors scheme vLLM loads, or passthrough.
 template <Format F> inline constexpr bool is_exportable = F::scheme.has_value() || is_passthrough<F>;

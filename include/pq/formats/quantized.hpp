@@ -117,6 +117,8 @@ std::vector<packed_tensor> pack(const quantized_matrix<F>& q, float input_amax =
         detail::append_le(p.bytes, static_cast<std::int64_t>(q.rows));
         detail::append_le(p.bytes, static_cast<std::int64_t>(q.cols));
         break;
+      case tensor_role::tile_scale:  // a block-FP8 source's own scales (FP8_SOURCE): copied by the export, not packed
+        throw packed_error(std::string(F::name) + " keeps a source's tile scales; pq does not pack them");
     }
     if (static_cast<index_t>(p.bytes.size()) != t.bytes())
       throw packed_error(std::string(F::name) + ": packed " + p.suffix + " has the wrong size");
@@ -186,6 +188,8 @@ quantized_matrix<F> unpack(std::span<const packed_tensor> tensors, index_t rows,
         if (detail::read_le<std::int64_t>(b, 0) != rows || detail::read_le<std::int64_t>(b, 1) != cols)
           throw packed_error(std::string(F::name) + ": weight_shape does not match the Linear");
         break;
+      case tensor_role::tile_scale:  // decoded by io::dequantize_fp8_block, not into per-row groups
+        throw packed_error(std::string(F::name) + " keeps a source's tile scales; pq does not unpack them");
     }
   }
   if constexpr (requires { typename F::scale_codec; }) {

@@ -28,7 +28,7 @@ struct export_error : pq::error {
 inline nlohmann::json ct_args_json(const ct_args& a, bool asymmetric) {
   nlohmann::json j;
   j["actorder"] = nullptr;
-  j["block_structure"] = nullptr;
+  j["block_structure"] = a.block_structure[0] ? nlohmann::json(a.block_structure) : nlohmann::json(nullptr);
   if (a.dynamic == ct_dynamic::local) j["dynamic"] = "local";
   else j["dynamic"] = a.dynamic == ct_dynamic::yes;
   j["group_size"] = a.group_size ? nlohmann::json(a.group_size) : nlohmann::json(nullptr);
@@ -108,7 +108,8 @@ inline std::vector<std::string> unit_targets(const arch::profile& p, const std::
   return targets;
 }
 
-// The quantization_config for a per-Linear assignment of format names (BF16 = unquantized).
+// The quantization_config for a per-Linear assignment of format names (BF16 = unquantized: a passthrough format
+// without a scheme goes to the ignore list; FP8_SOURCE, passthrough too, has its config group).
 inline nlohmann::json quantization_config(const arch::profile& p, const std::vector<std::string>& formats) {
   std::map<std::string, std::vector<int>> units_of;  // format -> units
   std::vector<std::string> ignore;
@@ -118,7 +119,7 @@ inline nlohmann::json quantization_config(const arch::profile& p, const std::vec
       if (formats[static_cast<std::size_t>(m)] != f)
         throw export_error("decision unit " + p.units[u].name + " mixes formats " + f + " and " +
                                     formats[static_cast<std::size_t>(m)]);
-    if (resolve_format(f).passthrough) {
+    if (const format_traits t = resolve_format(f); t.passthrough && !t.has_scheme) {
       for (int m : p.units[u].members) ignore.push_back(p.linears[static_cast<std::size_t>(m)].name);
     } else {
       units_of[f].push_back(static_cast<int>(u));

@@ -1,8 +1,10 @@
 // pq/io/export.hpp: writes a compressed-tensors checkpoint: for every quantized Linear exactly the tensors
-// its format stores, every other tensor copied unchanged (experts stored packed: per expert, see ct_export), config.json with quantization_config, the other
-// files (tokenizer, generation_config) copied. Everything goes to a temporary directory beside the output,
-// renamed into place only when complete; an export abandoned half way removes it. The source is only read.
+// its format stores, every other tensor copied unchanged (experts stored packed: per expert, see ct_export; a
+// block-FP8 source's Linears: see ct_export), config.json with quantization_config, the other files (tokenizer,
+// generation_config) copied. Everything goes to a temporary directory beside the output, renamed into place only
+// when complete; an export abandoned half way removes it. The source is only read.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -39,12 +41,13 @@ inline void check_output_dir(const std::filesystem::path& out, const std::filesy
   if (fs::exists(out) && !force) throw export_error(out.string() + ": output directory exists (use --force to replace it)");
 }
 
-// A Linear to quantize must be in the source as a floating-point [rows, cols] weight.
-inline void check_source_weight(const model_dir& source, const arch::linear_info& l) {
+// A Linear to quantize must be in the source as a [rows, cols] weight: floating point, or F8_E4M3 where the
+// source stores it as block FP8 (`fp8`: then pq quantizes its dequantized weight).
+inline void check_source_weight(const model_dir& source, const arch::linear_info& l, bool fp8 = false) {
   const std::string name = l.name + ".weight";
   if (!source.has(name)) throw export_error(source.path().string() + ": tensor " + name + " is missing");
   const auto& t = source.tensor(name);
-  if (t.type != dtype::BF16 && t.type != dtype::F16 && t.type != dtype::F32)
+  if (!fp8 && t.type != dtype::BF16 && t.type != dtype::F16 && t.type != dtype::F32)
     throw export_error(source.path().string() + ": tensor " + name + " has dtype " + std::string(to_string(t.type)) +
                        ", expected BF16, F16 or F32");
   if (t.shape != std::vector<std::int64_t>{l.rows, l.cols})
@@ -57,6 +60,10 @@ inline void check_source_weight(const model_dir& source, const arch::linear_info
                        "] but config.json implies [" + std::to_string(l.rows) + ", " + std::to_string(l.cols) + "]");
 }
 
+// From a block-FP8 source (io/fp8_block.hpp) a Linear in FP8_SOURCE ships its codes as they are and its
+// `weight_scale_inv` as `weight_scale` (F32, the same values); a Linear in any other format (BF16 included) is
+// quantized from its dequantized weight, and its `weight_scale_inv` is not written. config.json's
+// quantization_config is replaced by the compressed-tensors one.
 class ct_export {
  public:
   // `formats[i]` is the format name of profile.linears[i] ("BF16": left unquantized).
@@ -65,29 +72,38 @@ class ct_export {
       : src_(&source), profile_(&profile), formats_(std::move(formats)), out_(std::move(out)), opt_(options) {
     namespace fs = std::filesystem;
     if (formats_.size() != profile.linears.size()) throw export_error("export: one format per Linear expected");
-    // Its FP8 Linears would be copied as they are under a compressed-tensors config that does not describe them.
-    if (fp8_block_layout_of(source.config_json(), (source.path() / "config.json").string()))
-      throw export_error(source.path().string() + ": exporting from a block-FP8 source is not supported yet");
     check_output_dir(out_, source.path(), opt_.force);
     qconfig_ = quantization_config(profile, formats_);  // validates units and exportability
+    const auto fp8 = fp8_block_layout_of(source.config_json(), (source.path() / "config.json").string());
+    expects_.assign(profile.linears.size(), false);
     std::vector<tensor_decl> decls;
     std::set<std::string> replaced;
     for (std::size_t i = 0; i < profile.linears.size(); ++i) {
       const auto& l = profile.linears[i];
+      const std::string weight = l.name + ".weight";
       // Experts stored packed are written per expert, every one (vLLM's loader reads a checkpoint's experts
       // either all packed or all per expert), and the packed tensors they came from are not copied.
-      const auto packed = source.packed_source(l.name + ".weight");
+      const auto packed = source.packed_source(weight);
       if (packed) replaced.insert(*packed);
-      if (resolve_format(formats_[i]).passthrough) {
+      const source_encoding encoding = source.has(weight) ? linear_encoding(source, fp8, l.name) : std::nullopt;
+      if (encoding) replaced.insert(fp8_scale_name(l.name));
+      const format_traits traits = resolve_format(formats_[i]);
+      if (traits.keeps(encoding)) {
         if (packed) {
-          const auto& t = source.tensor(l.name + ".weight");
+          const auto& t = source.tensor(weight);
           decls.push_back({t.name, t.type, t.shape});
           copies_.push_back(t.name);
         }
+        if (encoding) keep_fp8(i, decls, replaced);
         continue;
       }
-      check_source_weight(source, l);
-      replaced.insert(l.name + ".weight");
+      if (!traits.available(encoding))
+        throw export_error(source.path().string() + ": " + l.name + " cannot be " + std::string(traits.name) +
+                           ", which keeps a Linear the source stores as " + describe(traits.kept_encoding) +
+                           "; the source stores it as " + describe(encoding));
+      check_source_weight(source, l, encoding.has_value());
+      replaced.insert(weight);
+      expects_[i] = true;
       visit_format(formats_[i], [&](auto f) {
         using F = decltype(f);
         require_accepts<F>(l.rows, l.cols, l.name);
@@ -113,6 +129,10 @@ class ct_export {
   ct_export(const ct_export&) = delete;
   ct_export& operator=(const ct_export&) = delete;
 
+  // Whether Linear `index` is rounded by pq, so that write_linear must give its tensors; false where the source's
+  // own tensors ship (BF16 of a dense weight, FP8_SOURCE of a block-FP8 one).
+  bool expects(std::size_t index) const { return expects_.at(index); }
+
   // Writes the packed tensors of Linear `index` (what pq::pack returned for its format).
   void write_linear(std::size_t index, std::span<const packed_tensor> tensors) {
     const auto& l = profile_->linears.at(index);
@@ -135,6 +155,15 @@ class ct_export {
     namespace fs = std::filesystem;
     if (!pending_.empty()) throw export_error("export: quantized tensor " + *pending_.begin() + " was never written");
     for (const auto& name : copies_) writer_->write(name, src_->tensor(name).data);
+    for (const auto& [name, kept] : kept_) {
+      const tensor_view& t = src_->tensor(kept.first);
+      if (t.type == kept.second) {
+        writer_->write(name, t.data);
+      } else {  // a tile scale stored as BF16 or F16: the same values in F32
+        const std::vector<float> v = to_float(t);
+        writer_->write(name, std::as_bytes(std::span(v)));
+      }
+    }
     writer_->finish();
     nlohmann::json config = src_->config_json();
     config["quantization_config"] = qconfig_;
@@ -156,6 +185,28 @@ class ct_export {
   const nlohmann::json& quantization_config_json() const { return qconfig_; }
 
  private:
+  // A block-FP8 Linear kept as the source holds it: every tensor its format stores, from the source's codes
+  // (the same bytes) and tile scales (weight_scale_inv, the same values), the shapes checked.
+  void keep_fp8(std::size_t index, std::vector<tensor_decl>& decls, std::set<std::string>& replaced) {
+    const auto& l = profile_->linears[index];
+    visit_format(formats_[index], [&](auto f) {
+      using F = decltype(f);
+      if constexpr (keeps_fp8_source<F>)
+        for (const stored_tensor& s : F::stored_tensors(l.rows, l.cols)) {
+          const std::string name = l.name + "." + std::string(s.suffix);
+          const tensor_view& from = src_->tensor(s.role == tensor_role::codes ? l.name + ".weight" : fp8_scale_name(l.name));
+          const std::vector<std::int64_t> shape(s.shape.begin(), s.shape.begin() + s.rank);
+          if (from.shape != shape || (s.role == tensor_role::codes && from.type != s.type))
+            throw export_error(src_->path().string() + ": tensor " + from.name + " does not fit " +
+                               std::string(F::name) + " (dtype " + std::string(to_string(from.type)) + ", expected " +
+                               std::string(to_string(s.type)) + " of the Linear's shape and tiles)");
+          replaced.insert(from.name);
+          decls.push_back({name, s.type, shape});
+          kept_[name] = {from.name, s.type};
+        }
+    });
+  }
+
   const model_dir* src_;
   const arch::profile* profile_;
   std::vector<std::string> formats_;
@@ -166,6 +217,8 @@ class ct_export {
   std::unique_ptr<checkpoint_writer> writer_;
   std::set<std::string> pending_;
   std::vector<std::string> copies_;
+  std::map<std::string, std::pair<std::string, dtype>> kept_;  // written tensor -> the source tensor it keeps, dtype
+  std::vector<bool> expects_;                                   // per Linear: rounded by pq (see expects)
 };
 
 // Reads the quantized Linears of an exported checkpoint back: format per Linear from its
@@ -187,18 +240,33 @@ struct ct_checkpoint {
   // fp32 [rows, cols] weight of Linear `index` as stored (dequantized, or the BF16 tensor).
   std::vector<float> weight(std::size_t index) const {
     const auto& l = profile.linears.at(index);
-    if (resolve_format(formats[index]).passthrough) return to_float(dir.tensor(l.name + ".weight"));
+    const format_traits traits = resolve_format(formats[index]);
+    if (traits.passthrough && !traits.kept_encoding) return to_float(dir.tensor(l.name + ".weight"));
     return visit_format(formats[index], [&](auto f) {
       using F = decltype(f);
-      std::vector<packed_tensor> tensors;
-      for (const stored_tensor& s : F::stored_tensors(l.rows, l.cols)) {
+      const auto stored = [&](const stored_tensor& s) -> const tensor_view& {
         const std::string name = l.name + "." + std::string(s.suffix);
         if (!dir.has(name)) throw export_error(dir.path().string() + ": " + std::string(F::name) + " Linear lacks " + name);
-        const auto& t = dir.tensor(name);
-        tensors.push_back({std::string(s.suffix), t.type, {t.shape.begin(), t.shape.end()},
-                           std::vector<std::byte>(t.data.begin(), t.data.end())});
+        return dir.tensor(name);
+      };
+      if constexpr (keeps_fp8_source<F>) {  // the source's codes and tile scales: W = e4m3(code) * scale of its tile
+        const auto st = F::stored_tensors(l.rows, l.cols);
+        const auto of = [&](tensor_role r) -> const tensor_view& {
+          return stored(*std::find_if(st.begin(), st.end(), [&](const stored_tensor& s) { return s.role == r; }));
+        };
+        const tensor_view& codes = of(tensor_role::codes);
+        if (codes.shape != std::vector<std::int64_t>{l.rows, l.cols})
+          throw export_error(dir.path().string() + ": " + codes.name + " does not have the Linear's shape");
+        return dequantize_fp8_block(codes, of(tensor_role::tile_scale), F::keeps_source);
+      } else {
+        std::vector<packed_tensor> tensors;
+        for (const stored_tensor& s : F::stored_tensors(l.rows, l.cols)) {
+          const auto& t = stored(s);
+          tensors.push_back({std::string(s.suffix), t.type, {t.shape.begin(), t.shape.end()},
+                             std::vector<std::byte>(t.data.begin(), t.data.end())});
+        }
+        return dequantize(unpack<F>(tensors, l.rows, l.cols));
       }
-      return dequantize(unpack<F>(tensors, l.rows, l.cols));
     });
   }
 };

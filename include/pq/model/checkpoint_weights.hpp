@@ -19,12 +19,8 @@ class checkpoint_weights final : public weight_provider {
   bool has(const std::string& name) const override { return dir_->has(name); }
   dense_tensor load(const std::string& name) const override {
     const io::tensor_view& t = dir_->tensor(name);
-    if (fp8_ && t.type == dtype::F8_E4M3 && name.ends_with(".weight")) {
-      const std::string scale = name + "_scale_inv";
-      if (!dir_->has(scale))
-        throw model_error(dir_->path().string() + ": FP8 tensor '" + name + "' has no '" + scale + "'");
-      return {t.shape, io::dequantize_fp8_block(t, dir_->tensor(scale), *fp8_)};
-    }
+    if (fp8_ && t.type == dtype::F8_E4M3 && name.ends_with(".weight"))
+      return {t.shape, io::source_weight(*dir_, fp8_, name.substr(0, name.size() - 7))};
     return {t.shape, io::to_float(t)};
   }
   std::vector<std::int64_t> shape_of(const std::string& name) const override { return dir_->tensor(name).shape; }

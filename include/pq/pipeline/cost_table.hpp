@@ -157,9 +157,10 @@ class cost_table_builder {
   // A stored rounding is reused only if it is final: for SignRound, if the block pass finished in its format
   // (signround.json lists the format; a run stopped inside the pass leaves per-Linear roundings in the store).
   bool needs_rounding(std::size_t ui, std::size_t fi) const {
+    if (!in_.formats.rounds(in_.profile, in_.profile.units[ui], fi)) return false;
     const auto& f = in_.formats[fi].name;
-    const bool final = !is_signround(*o_.method) || t_.signround.contains(f);
-    return in_.formats.rounds(in_.profile, in_.profile.units[ui], fi) && !(*o_.resume && final && t_.store->has(ui, f));
+    const bool final = !is_signround(*in_.formats[fi].method) || t_.signround.contains(f);
+    return !(*o_.resume && final && t_.store->has(ui, f));
   }
 
   // The formats the SignRound pass trains: those with a rounding made now (all of a format's units are then
@@ -169,7 +170,7 @@ class cost_table_builder {
     if (!is_signround(*o_.method)) return out;
     for (std::size_t fi = 0; fi < in_.formats.size(); ++fi)
       for (std::size_t ui = 0; ui < in_.profile.units.size(); ++ui)
-        if (needs_rounding(ui, fi)) {
+        if (needs_rounding(ui, fi) && is_signround(*in_.formats[fi].method)) {  // BF16 of FP8 weights: to nearest
           out.push_back(in_.formats[fi].name);
           break;
         }
@@ -207,7 +208,7 @@ class cost_table_builder {
                 a = std::max(a, stats_of(p.linears[static_cast<std::size_t>(m)])->amax);
               return a;
             };
-            const auto choices = sr->run_layer(layer, p, in_.src->dir(), *t_.store, stats_of, input_amax,
+            const auto choices = sr->run_layer(layer, p, in_.src->weights(), *t_.store, stats_of, input_amax,
                                                std::string(rounding_name(per_linear_rounding(*o_.method))));
             for (const auto& [key, ch] : choices) t_.signround[key.second][p.units[key.first].name] = to_json(ch);
           }
@@ -227,7 +228,7 @@ class cost_table_builder {
       if (weights.empty())
         for (int m : u.members) {
           const auto& l = in_.profile.linears[static_cast<std::size_t>(m)];
-          weights.push_back(io::to_float(in_.src->dir().tensor(l.name + ".weight")));
+          weights.push_back(in_.src->weights().load(l.name + ".weight").data);  // a block-FP8 one dequantized
           unit_amax = std::max(unit_amax, weight_amax(weights.back(), l.name));
           input_amax = std::max(input_amax, stats_of(l)->amax);
         }
@@ -266,10 +267,13 @@ class cost_table_builder {
       for (std::size_t fi = 0; fi < in_.formats.size(); ++fi) {
         const auto bits = in_.formats.unit_bits(p, u, fi);
         if (!bits) continue;
-        double loss = 0.0;
-        if (in_.formats[fi].method) {
+        double loss = 0.0;  // members kept as the source holds them add none
+        if (in_.formats.rounds(p, u, fi)) {
           const auto errors = t_.store->output_errors(ui, in_.formats[fi].name);
-          for (std::size_t k = 0; k < u.members.size(); ++k) loss += t_.factor[static_cast<std::size_t>(u.members[k])] * errors[k];
+          for (std::size_t k = 0; k < u.members.size(); ++k) {
+            const auto m = static_cast<std::size_t>(u.members[k]);
+            if (!in_.formats.keeps(m, fi)) loss += t_.factor[m] * errors[k];
+          }
         }
         unit.options.push_back({static_cast<int>(fi), *bits, loss});
       }

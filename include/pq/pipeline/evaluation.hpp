@@ -24,10 +24,23 @@ inline std::vector<std::string> linear_formats(const model::profile& p, const fo
   return out;
 }
 
+// Per Linear, the format whose stored rounding it ships in under one format index per decision unit; none where
+// the source's own weight ships (format_table::keeps).
+inline std::vector<std::optional<std::string>> stored_roundings(const model::profile& p, const format_table& formats,
+                                                                const std::vector<int>& unit_formats) {
+  std::vector<std::optional<std::string>> out(p.linears.size());
+  for (std::size_t ui = 0; ui < p.units.size(); ++ui)
+    for (int m : p.units[ui].members) {
+      const auto fi = static_cast<std::size_t>(unit_formats[ui]);
+      if (!formats.keeps(static_cast<std::size_t>(m), fi)) out[static_cast<std::size_t>(m)] = formats[fi].name;
+    }
+  return out;
+}
+
 // Measured KL and NLL of an assignment against a reference cache (replayed from the first changed layer).
 inline model::eval_result measure_assignment(const model::reference_cache& ref, const job_inputs& in, const cost_table& t,
                                              const std::vector<int>& unit_formats) {
-  const rounded_weights w(in.src->weights(), in.profile, *t.store, linear_formats(in.profile, in.formats, unit_formats));
+  const rounded_weights w(in.src->weights(), in.profile, *t.store, stored_roundings(in.profile, in.formats, unit_formats));
   return ref.evaluate(w, w.first_changed(in.src->shape().layers));
 }
 

@@ -26,7 +26,7 @@ inline void export_checkpoint(const job_inputs& in, const cost_table& t, const s
   io::ct_export ex(in.src->dir(), in.profile, formats, *o.out, eo);
   progress bar("export", static_cast<long long>(in.profile.linears.size()), log);
   for (std::size_t i = 0; i < in.profile.linears.size(); ++i) {
-    if (!resolve_format(formats[i]).passthrough) ex.write_linear(i, t.store->tensors(i, formats[i]));
+    if (ex.expects(i)) ex.write_linear(i, t.store->tensors(i, formats[i]));  // else the source's own tensors ship
     bar.advance();
   }
   for (const auto& [name, content] : files()) ex.add_file(name, content);

@@ -13,10 +13,12 @@
 #include <optional>
 #include <utility>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include <pq/io/export.hpp>
+#include <pq/io/fp8_block.hpp>
 #include <pq/model/architecture.hpp>
 #include <pq/model/forward.hpp>
 #include <pq/model/source_model.hpp>
@@ -151,8 +153,12 @@ inline job_inputs open_inputs(const quantize_options& o, std::FILE* log) {
     throw pipeline_error("--device '" + *o.device + "': this version of pq runs the pipeline on the cpu only");
   io::check_output_dir(*o.out, *o.model, *o.force);
   auto src = std::make_unique<model::source_model>(*o.model);
-  job_inputs in(std::move(src), format_table(*o.formats, *o.method));
-  in.profile = model::make_profile(in.src->config());
+  model::profile profile = model::make_profile(src->config());
+  const auto fp8 = io::fp8_block_layout_of(src->dir().config_json(), (*o.model / "config.json").string());
+  std::vector<source_encoding> sources;  // how the source stores each Linear (block FP8 or dense)
+  for (const auto& l : profile.linears) sources.push_back(io::linear_encoding(src->dir(), fp8, l.name));
+  job_inputs in(std::move(src), format_table(*o.formats, *o.method, std::move(sources)));
+  in.profile = std::move(profile);
   model::run_options ro;
   if (*o.jobs > 0) ro.threads = *o.jobs;
   in.quant.method = *o.method;

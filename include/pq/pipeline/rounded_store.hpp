@@ -117,12 +117,13 @@ class rounded_store {
 // forward asks for it (one layer at a time), never all at once.
 class rounded_weights final : public model::weight_provider {
  public:
-  // formats[i]: the format of profile.linears[i]; a passthrough format keeps the source weight.
+  // stored[i]: the format whose stored rounding replaces profile.linears[i], or none where the source's own weight
+  // ships (a passthrough format keeping it: format_table::keeps).
   rounded_weights(const model::weight_provider& base, const model::profile& profile, const rounded_store& store,
-                  std::vector<std::string> formats)
-      : base_(&base), store_(&store), formats_(std::move(formats)) {
+                  std::vector<std::optional<std::string>> stored)
+      : base_(&base), store_(&store), formats_(std::move(stored)) {
     for (std::size_t i = 0; i < profile.linears.size(); ++i)
-      if (!resolve_format(formats_.at(i)).passthrough) {
+      if (formats_.at(i)) {
         index_[profile.linears[i].name + ".weight"] = i;
         first_layer_ = std::min(first_layer_, profile.linears[i].layer);
       }
@@ -136,14 +137,14 @@ class rounded_weights final : public model::weight_provider {
   model::dense_tensor load(const std::string& name) const override {
     const auto it = index_.find(name);
     if (it == index_.end()) return base_->load(name);
-    const model::matrix w = store_->dequantized(it->second, formats_[it->second]);
+    const model::matrix w = store_->dequantized(it->second, *formats_[it->second]);
     return {{w.rows(), w.cols()}, std::vector<float>(w.data(), w.data() + w.size())};
   }
 
  private:
   const model::weight_provider* base_;
   const rounded_store* store_;
-  std::vector<std::string> formats_;
+  std::vector<std::optional<std::string>> formats_;
   std::map<std::string, std::size_t> index_;
   int first_layer_ = std::numeric_limits<int>::max();
 };

@@ -76,7 +76,7 @@ class signround_pass {
   // `stored_rounding` names what the store held, `input_amax(linear)` is packed with NVFP4.
   template <class StatsOf, class InputAmax>
   std::map<std::pair<std::size_t, std::string>, signround_choice> run_layer(
-      int layer, const model::profile& profile, const io::model_dir& dir, rounded_store& store, StatsOf&& stats_of,
+      int layer, const model::profile& profile, const model::weight_provider& source, rounded_store& store, StatsOf&& stats_of,
       InputAmax&& input_amax, const std::string& stored_rounding) {
     const model::forward_config& c = r_->config();
     const model::layer_weights fp = r_->load_layer(layer);
@@ -93,7 +93,7 @@ class signround_pass {
       float a = 0.0f;
       for (int m : profile.units[ui].members) {
         const auto& l = profile.linears[static_cast<std::size_t>(m)];
-        w[l.name] = io::to_float(dir.tensor(l.name + ".weight"));
+        w[l.name] = source.load(l.name + ".weight").data;
         a = std::max(a, weight_amax(w[l.name], l.name));
       }
       for (int m : profile.units[ui].members) amax[profile.linears[static_cast<std::size_t>(m)].name] = a;

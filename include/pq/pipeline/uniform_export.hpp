@@ -9,6 +9,7 @@
 
 #include <pq/formats/bundle.hpp>
 #include <pq/io/export.hpp>
+#include <pq/io/fp8_block.hpp>
 #include <pq/model/architecture.hpp>
 #include <pq/pipeline/options.hpp>
 #include <pq/quant/rtn.hpp>
@@ -31,21 +32,26 @@ inline std::size_t export_uniform(const uniform_export_options& a) {
                          "use NVFP4A16 here, or pq quantize with calibration tokens");
   io::ct_export exporter(dir, prof, std::vector<std::string>(prof.linears.size(), a.format), a.out,
                          {a.max_shard_bytes, a.force});
+  const auto fp8 = io::fp8_block_layout_of(dir.config_json(), (dir.path() / "config.json").string());
   visit_format(a.format, [&](auto f) {
     using F = decltype(f);
-    if constexpr (!is_passthrough<F>)
+    if constexpr (is_roundable<F>)
       for (const auto& u : prof.units) {
+        if (std::none_of(u.members.begin(), u.members.end(),
+                         [&](int m) { return exporter.expects(static_cast<std::size_t>(m)); }))
+          continue;  // the source's own tensors ship
         std::vector<std::vector<float>> w;
         float amax = 0.0f;
         for (int m : u.members) {
           const auto& l = prof.linears[static_cast<std::size_t>(m)];
-          w.push_back(io::to_float(dir.tensor(l.name + ".weight")));
+          w.push_back(io::source_weight(dir, fp8, l.name));  // a block-FP8 weight dequantized
           amax = std::max(amax, weight_amax(w.back(), l.name));
         }
         for (std::size_t i = 0; i < w.size(); ++i) {
           const auto index = static_cast<std::size_t>(u.members[i]);
           const auto& l = prof.linears[index];
-          exporter.write_linear(index, pack(quantize_rtn<F>(w[i], l.rows, l.cols, F::tensor_scale(amax))));
+          if (exporter.expects(index))
+            exporter.write_linear(index, pack(quantize_rtn<F>(w[i], l.rows, l.cols, F::tensor_scale(amax))));
         }
       }
   });

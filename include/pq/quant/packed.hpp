@@ -25,8 +25,8 @@
 namespace pq {
 
 // Formats whose stored tensors have a compressed-tensors layout, i.e. that the packing path produces
-// (MXFP6 is priced but never exported; BF16 is passed through unchanged).
-template <Format F> inline constexpr bool packable = F::scheme.has_value();
+// (MXFP6 is priced but never exported; BF16 is passed through unchanged; FP8_SOURCE's tiles only a source holds).
+template <Format F> inline constexpr bool packable = F::scheme.has_value() && is_roundable<F>;
 template <class F> struct is_packable : std::bool_constant<packable<F>> {};
 using packable_formats = filter_t<is_packable, all_formats>;
 
@@ -362,6 +362,7 @@ std::vector<packed_tensor> as_packed_tensors(const packed_buffers& b, float tens
         put(shape, 16);
         break;
       }
+      case tensor_role::tile_scale: throw quant_error(std::string(F::name) + ": tile scales are a source's, never packed");
     }
     out.push_back(std::move(p));
   }
