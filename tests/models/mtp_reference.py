@@ -19,6 +19,7 @@ fp32 arithmetic on the bf16 weights with bf16-rounded rotary frequencies, as mak
 Writes into tokens.safetensors (every existing tensor is checked byte-identical afterwards):
   mtp_ref_logits [2, 15, vocab] F32  eval[0] and eval[1], rows t = 0..14: from h_t and token t+1, predicting t+2
   mtp_ref_nll    [1] F32 (as ref_nll) mean NLL of token t+2 over rows t = 0..509 of all 64 eval windows of 512
+  mtp_ref_window_nll [64] F32  the same mean per eval window (a test may check a few windows instead of all 64)
 Run from the repository root: /work/venv/bin/python tests/models/mtp_reference.py (PQ_TORCH_THREADS, default 1)."""
 import copy, os
 import torch
@@ -85,13 +86,15 @@ with torch.no_grad():
     print("main-model logits from the final hidden states vs ref_logits: max |diff|", main_diff)
     assert main_diff < 1e-4, "the main model does not reproduce ref_logits"
     mtp_ref_logits = lg[:, :15].contiguous()
-    nll_sum, count = 0.0, 0
+    nll_sum, count, windows = 0.0, 0, []
     for s in range(0, evals.shape[0], 8):
         x = evals[s:s + 8].long()
         lgs, _ = mtp_logits(x)                            # rows 0..509 predict tokens 2..511
         lp = torch.log_softmax(lgs, -1)
-        nll_sum += -lp.gather(-1, x[:, 2:, None]).sum().item()
+        nll = -lp.gather(-1, x[:, 2:, None])[..., 0]
+        nll_sum += nll.sum().item()
         count += x[:, 2:].numel()
+        windows.append(nll.mean(dim=1))
 mtp_nll = nll_sum / count
 print(f"MTP eval NLL {mtp_nll:.5f} over {count} predictions")
 
@@ -103,6 +106,7 @@ with safe_open(tokens_path, "np") as f:
 tensors = {k: v for k, v in load_file(tokens_path).items() if not k.startswith("mtp_")}
 tensors["mtp_ref_logits"] = mtp_ref_logits.float()
 tensors["mtp_ref_nll"] = torch.tensor([mtp_nll], dtype=torch.float32)
+tensors["mtp_ref_window_nll"] = torch.cat(windows).float().contiguous()
 save_file(tensors, tokens_path)
 with safe_open(tokens_path, "np") as f:
     for k, v in before.items():
@@ -110,4 +114,4 @@ with safe_open(tokens_path, "np") as f:
             continue
         got = f.get_tensor(k)
         assert got.dtype == v.dtype and got.shape == v.shape and got.tobytes() == v.tobytes(), k
-print("wrote mtp_ref_logits", tuple(mtp_ref_logits.shape), "and mtp_ref_nll to", tokens_path, "(existing tensors unchanged)")
+print("wrote mtp_ref_logits", tuple(mtp_ref_logits.shape), ", mtp_ref_nll and mtp_ref_window_nll to", tokens_path, "(existing tensors unchanged)")
