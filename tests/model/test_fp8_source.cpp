@@ -10,6 +10,8 @@
 
 #include <doctest/doctest.h>
 
+#include "../io/fp8/fp8_copy.hpp"
+
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -113,43 +115,23 @@ TEST_CASE("an FP8 block-scaled source reproduces the logits of its dequantized w
   }
   // The FP8 copy of tiny-llama-code, as the script writes it (its bytes are the script's: test above).
   const fs::path out = fs::temp_directory_path() / "pq_test_fp8_source";
-  fs::remove_all(out);
-  fs::create_directories(out);
+  fp8_testing::write_fp8_block_copy(llama_dir, out);
+  // The reference: every tensor in fp32, the FP8 Linears decoded by this file's own decode of the same rounding.
   const auto src = io::model_dir::open(llama_dir);
   const auto prof = arch::make_profile(arch::parse_config(src.config_json(), "config.json"));
   const io::fp8_block_layout layout;
-  model::memory_weights dequantized;  // the reference: every tensor in fp32, FP8 Linears decoded
-  std::vector<io::tensor_decl> decls;
-  std::map<std::string, std::vector<std::byte>> bytes;
+  model::memory_weights dequantized;
   for (const auto& name : src.tensor_names()) {
     const io::tensor_view& t = src.tensor(name);
     const std::string module = name.ends_with(".weight") ? name.substr(0, name.size() - 7) : "";
     if (const arch::linear_info* l = prof.find(module)) {
       const std::vector<float> w = io::to_float(t);
-      const io::fp8_block_weight q = io::quantize_fp8_block(w.data(), l->rows, l->cols, layout);
-      decls.push_back({name, dtype::F8_E4M3, t.shape});
-      decls.push_back({module + ".weight_scale_inv", dtype::F32, layout.scale_shape(l->rows, l->cols)});
-      bytes[name] = std::vector<std::byte>(reinterpret_cast<const std::byte*>(q.codes.data()),
-                                           reinterpret_cast<const std::byte*>(q.codes.data() + q.codes.size()));
-      bytes[module + ".weight_scale_inv"] = std::vector<std::byte>(
-          reinterpret_cast<const std::byte*>(q.scale_inv.data()),
-          reinterpret_cast<const std::byte*>(q.scale_inv.data() + q.scale_inv.size()));
-      dequantized.add(name, model::dense_tensor{t.shape, decode(q, l->rows, l->cols)});
+      dequantized.add(name, model::dense_tensor{t.shape, decode(io::quantize_fp8_block(w.data(), l->rows, l->cols, layout),
+                                                                l->rows, l->cols)});
     } else {
-      decls.push_back({name, t.type, t.shape});
-      bytes[name] = std::vector<std::byte>(t.data.begin(), t.data.end());
       dequantized.add(name, model::dense_tensor{t.shape, io::to_float(t)});
     }
   }
-  {
-    io::safetensors_writer w(out / "model.safetensors", decls, {{"format", "pt"}});
-    for (const auto& [name, b] : bytes) w.write(name, b);
-    w.close();
-  }
-  nlohmann::json config = src.config_json();
-  config["quantization_config"] = {{"quant_method", "fp8"}, {"fmt", "e4m3"}, {"activation_scheme", "dynamic"},
-                                   {"weight_block_size", {128, 128}}};
-  std::ofstream(out / "config.json") << config.dump(2);
 
   const model::source_model fp8(out);  // every tensor checked against config.json on open
   const auto tokens = io::safetensors_file::open(llama_dir / "tokens.safetensors");
